@@ -1,0 +1,2 @@
+//! Fingerprints.
+pub mod community_id;

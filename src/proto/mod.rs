@@ -1,0 +1,2 @@
+//! Parsers of untrusted client bytes.
+pub mod http;
