@@ -67,9 +67,10 @@ impl Session {
     pub fn frame(&self, pending: &[u8], room: usize) -> Framing {
         let framing = self.frame_unbounded(pending);
         match framing {
-            Framing::NeedMore if pending.len() >= room => {
-                Framing::Complete { len: pending.len().min(room), kind: self.guess_kind(pending) }
-            }
+            Framing::NeedMore if pending.len() >= room => Framing::Complete {
+                len: pending.len().min(room),
+                kind: self.guess_kind(pending),
+            },
             Framing::Complete { len, kind } if len > room => Framing::Complete { len: room, kind },
             other => other,
         }
@@ -100,7 +101,10 @@ impl Session {
         match http::parse_request_head(pending) {
             Head::Complete(head) => frame_http_body(head, pending),
             Head::Partial => Framing::NeedMore,
-            Head::NotHttp => Framing::Complete { len: pending.len(), kind: TurnKind::Other },
+            Head::NotHttp => Framing::Complete {
+                len: pending.len(),
+                kind: TurnKind::Other,
+            },
         }
     }
 
@@ -121,7 +125,11 @@ impl Session {
                     _ => (false, false),
                 };
                 write_http_ok(out, client_ip, keep_alive, is_head);
-                if keep_alive { After::KeepOpen } else { After::Close }
+                if keep_alive {
+                    After::KeepOpen
+                } else {
+                    After::Close
+                }
             }
             TurnKind::SshBanner => {
                 self.ssh = true;
@@ -172,15 +180,22 @@ fn frame_http_body(head: http::RequestHead<'_>, pending: &[u8]) -> Framing {
             None => return Framing::NeedMore,
         },
     };
-    Framing::Complete { len, kind: TurnKind::Http }
+    Framing::Complete {
+        len,
+        kind: TurnKind::Http,
+    }
 }
 
 fn frame_ssh_banner(pending: &[u8]) -> Framing {
     match pending.iter().position(|&b| b == b'\n') {
-        Some(i) => Framing::Complete { len: i + 1, kind: TurnKind::SshBanner },
-        None if pending.len() >= SSH_BANNER_MAX => {
-            Framing::Complete { len: pending.len(), kind: TurnKind::Other }
-        }
+        Some(i) => Framing::Complete {
+            len: i + 1,
+            kind: TurnKind::SshBanner,
+        },
+        None if pending.len() >= SSH_BANNER_MAX => Framing::Complete {
+            len: pending.len(),
+            kind: TurnKind::Other,
+        },
         None => Framing::NeedMore,
     }
 }
@@ -193,13 +208,19 @@ fn frame_ssh_packet(pending: &[u8]) -> Framing {
     let packet_len = u32::from_be_bytes(*len_bytes) as usize;
     if packet_len == 0 || packet_len > SSH_PACKET_MAX {
         // Not a packet we could parse: take what came as it is.
-        return Framing::Complete { len: pending.len(), kind: TurnKind::SshPacket };
+        return Framing::Complete {
+            len: pending.len(),
+            kind: TurnKind::SshPacket,
+        };
     }
     let total = 4 + packet_len;
     if pending.len() < total {
         Framing::NeedMore
     } else {
-        Framing::Complete { len: total, kind: TurnKind::SshPacket }
+        Framing::Complete {
+            len: total,
+            kind: TurnKind::SshPacket,
+        }
     }
 }
 
@@ -216,7 +237,10 @@ fn frame_tls_handshake(pending: &[u8]) -> Framing {
         if header[0] != 0x16 || header[1] != 0x03 || record_len == 0 {
             // Not (or no longer) a handshake record: the turn is what we have.
             let len = if pos == 0 { pending.len() } else { pos };
-            return Framing::Complete { len, kind: TurnKind::TlsHandshake };
+            return Framing::Complete {
+                len,
+                kind: TurnKind::TlsHandshake,
+            };
         }
         let Some(fragment) = pending.get(pos + 5..pos + 5 + record_len) else {
             return Framing::NeedMore;
@@ -234,7 +258,10 @@ fn frame_tls_handshake(pending: &[u8]) -> Framing {
         handshake_bytes += fragment.len();
         pos += 5 + record_len;
         if needed.is_some_and(|n| handshake_bytes >= n) {
-            return Framing::Complete { len: pos, kind: TurnKind::TlsHandshake };
+            return Framing::Complete {
+                len: pos,
+                kind: TurnKind::TlsHandshake,
+            };
         }
     }
 }
@@ -256,14 +283,26 @@ mod tests {
         for cut in 1..req.len() {
             assert_eq!(frame(&s, &req[..cut]), Framing::NeedMore, "cut at {cut}");
         }
-        assert_eq!(frame(&s, req), Framing::Complete { len: req.len(), kind: TurnKind::Http });
+        assert_eq!(
+            frame(&s, req),
+            Framing::Complete {
+                len: req.len(),
+                kind: TurnKind::Http
+            }
+        );
     }
 
     #[test]
     fn pipelined_requests_are_separate_turns() {
         let s = Session::new();
         let two = b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n";
-        assert_eq!(frame(&s, two), Framing::Complete { len: 19, kind: TurnKind::Http });
+        assert_eq!(
+            frame(&s, two),
+            Framing::Complete {
+                len: 19,
+                kind: TurnKind::Http
+            }
+        );
     }
 
     #[test]
@@ -271,22 +310,52 @@ mod tests {
         let s = Session::new();
         let req = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
         assert_eq!(frame(&s, &req[..req.len() - 2]), Framing::NeedMore);
-        assert_eq!(frame(&s, req), Framing::Complete { len: req.len(), kind: TurnKind::Http });
+        assert_eq!(
+            frame(&s, req),
+            Framing::Complete {
+                len: req.len(),
+                kind: TurnKind::Http
+            }
+        );
     }
 
     #[test]
     fn payload_cap_bounds_a_turn() {
         let s = Session::new();
         let req = b"POST / HTTP/1.1\r\nContent-Length: 1000000\r\n\r\nabc";
-        assert_eq!(s.frame(req, 40), Framing::Complete { len: 40, kind: TurnKind::Http });
-        assert_eq!(s.frame(b"GET / HTTP/1.1\r\n", 10), Framing::Complete { len: 10, kind: TurnKind::Http });
+        assert_eq!(
+            s.frame(req, 40),
+            Framing::Complete {
+                len: 40,
+                kind: TurnKind::Http
+            }
+        );
+        assert_eq!(
+            s.frame(b"GET / HTTP/1.1\r\n", 10),
+            Framing::Complete {
+                len: 10,
+                kind: TurnKind::Http
+            }
+        );
     }
 
     #[test]
     fn other_bytes_are_taken_as_they_come() {
         let s = Session::new();
-        assert_eq!(frame(&s, b"hello\n"), Framing::Complete { len: 6, kind: TurnKind::Other });
-        assert_eq!(frame(&s, b"\x00\x01"), Framing::Complete { len: 2, kind: TurnKind::Other });
+        assert_eq!(
+            frame(&s, b"hello\n"),
+            Framing::Complete {
+                len: 6,
+                kind: TurnKind::Other
+            }
+        );
+        assert_eq!(
+            frame(&s, b"\x00\x01"),
+            Framing::Complete {
+                len: 2,
+                kind: TurnKind::Other
+            }
+        );
     }
 
     #[test]
@@ -297,14 +366,26 @@ mod tests {
         let banner = b"SSH-2.0-OpenSSH_9.6\r\n";
         assert_eq!(
             frame(&s, banner),
-            Framing::Complete { len: banner.len(), kind: TurnKind::SshBanner }
+            Framing::Complete {
+                len: banner.len(),
+                kind: TurnKind::SshBanner
+            }
         );
         let mut out = Vec::new();
-        assert_eq!(s.reply(TurnKind::SshBanner, banner, IP, "SSH-2.0-Test", &mut out), After::KeepOpen);
+        assert_eq!(
+            s.reply(TurnKind::SshBanner, banner, IP, "SSH-2.0-Test", &mut out),
+            After::KeepOpen
+        );
         assert_eq!(out, b"SSH-2.0-Test\r\n");
         let packet = [0, 0, 0, 6, 4, 20, 1, 2, 3, 4];
         assert_eq!(frame(&s, &packet[..7]), Framing::NeedMore);
-        assert_eq!(frame(&s, &packet), Framing::Complete { len: 10, kind: TurnKind::SshPacket });
+        assert_eq!(
+            frame(&s, &packet),
+            Framing::Complete {
+                len: 10,
+                kind: TurnKind::SshPacket
+            }
+        );
     }
 
     #[test]
@@ -315,11 +396,20 @@ mod tests {
         stream.extend_from_slice(&[0x16, 3, 1, 0, 4, 0xcc, 0xdd, 0xee, 0xff]);
         assert_eq!(frame(&s, &stream[..11]), Framing::NeedMore);
         assert_eq!(frame(&s, &stream[..15]), Framing::NeedMore);
-        assert_eq!(frame(&s, &stream), Framing::Complete { len: 20, kind: TurnKind::TlsHandshake });
+        assert_eq!(
+            frame(&s, &stream),
+            Framing::Complete {
+                len: 20,
+                kind: TurnKind::TlsHandshake
+            }
+        );
         // Garbage after a record header: what we have.
         assert_eq!(
             frame(&s, &[0x16, 0x99, 0x99, 0, 1, 0]),
-            Framing::Complete { len: 6, kind: TurnKind::TlsHandshake }
+            Framing::Complete {
+                len: 6,
+                kind: TurnKind::TlsHandshake
+            }
         );
     }
 
@@ -328,7 +418,10 @@ mod tests {
         let mut s = Session::new();
         let mut out = Vec::new();
         let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(s.reply(TurnKind::Http, req, IP, "", &mut out), After::KeepOpen);
+        assert_eq!(
+            s.reply(TurnKind::Http, req, IP, "", &mut out),
+            After::KeepOpen
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(text.ends_with("\r\n\r\n192.0.2.7"));
@@ -350,7 +443,11 @@ mod tests {
         for input in inputs {
             for cut in 1..=input.len() {
                 let _ = Session::new().frame(&input[..cut], 8);
-                let _ = Session { ssh: true, turns: 1 }.frame(&input[..cut], 65536);
+                let _ = Session {
+                    ssh: true,
+                    turns: 1,
+                }
+                .frame(&input[..cut], 65536);
             }
         }
     }

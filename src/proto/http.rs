@@ -71,7 +71,9 @@ pub fn parse_request_head(buf: &[u8]) -> Head<'_> {
         return Head::NotHttp;
     }
     let Some(line_end) = memchr(b'\n', buf) else {
-        return if buf.len() > MAX_HEAD_LEN || buf.iter().any(|&b| b < 0x20 && b != b'\t' && b != b'\r') {
+        return if buf.len() > MAX_HEAD_LEN
+            || buf.iter().any(|&b| b < 0x20 && b != b'\t' && b != b'\r')
+        {
             Head::NotHttp
         } else {
             Head::Partial
