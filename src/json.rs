@@ -18,7 +18,11 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 impl<'b> JsonWriter<'b> {
     /// Starts writing at the end of `buf`.
     pub fn new(buf: &'b mut Vec<u8>) -> Self {
-        JsonWriter { buf, has_member: 0, depth: 0 }
+        JsonWriter {
+            buf,
+            has_member: 0,
+            depth: 0,
+        }
     }
 
     /// Opens the top-level object.
@@ -86,7 +90,8 @@ impl<'b> JsonWriter<'b> {
     /// `key: true|false`.
     pub fn bool(&mut self, key: &str, value: bool) {
         self.key(key);
-        self.buf.extend_from_slice(if value { b"true" } else { b"false" });
+        self.buf
+            .extend_from_slice(if value { b"true" } else { b"false" });
     }
 
     /// `key: [ "a", "b", ... ]` from an iterator of byte strings.
