@@ -1,4 +1,170 @@
-//! Command line.
+//! Command line: `spip-agent [--config PATH] [--check]`, `inspect`, and friends.
+//!
+//! Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config. stdout carries only records
+//! (and the output of `--check`/`inspect`); every diagnostic goes to stderr.
+
+use crate::config::Config;
+use crate::server::{self, DriverChoice};
+use clap::{Parser, Subcommand};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "spip-agent",
+    version,
+    about = "spip: an io_uring network sensor (honeypot) that records and fingerprints every client",
+    after_help = "The Go agent's single-dash `-config PATH` is accepted too."
+)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, short = 'c', global = true, default_value = "config.toml")]
+    config: PathBuf,
+    /// Validate the configuration, print the effective settings and exit (0 ok, 2 bad).
+    #[arg(long)]
+    check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the sensor (the default).
+    Run,
+    /// Parse a captured client payload and print the record fields it yields, as one JSON line.
+    Inspect {
+        /// The payload as hex (e.g. a record's event.original_payload_hex).
+        #[arg(long, conflicts_with = "file")]
+        hex: Option<String>,
+        /// A file with the raw payload bytes, or `-` for stdin (the default).
+        file: Option<PathBuf>,
+    },
+}
+
+/// Rewrites the Go agent's `-config X` / `-config=X` into `--config`.
+fn normalize_args(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.map(|a| match a.to_str() {
+        Some("-config") => "--config".into(),
+        Some(s) if s.starts_with("-config=") => format!("-{s}").into(),
+        _ => a,
+    })
+    .collect()
+}
+
 pub fn main() -> i32 {
+    let cli = match Cli::try_parse_from(normalize_args(std::env::args_os())) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    match cli.command {
+        Some(Command::Inspect { hex, file }) => inspect(hex, file),
+        Some(Command::Run) | None => run(&cli.config, cli.check),
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, i32> {
+    Config::load(path).map_err(|e| {
+        eprintln!("spip: bad config {}: {e}", path.display());
+        2
+    })
+}
+
+fn run(path: &std::path::Path, check: bool) -> i32 {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if check {
+        print!("{}", cfg.describe());
+        return 0;
+    }
+    let driver = match cfg.io_driver.as_str() {
+        "io_uring" => DriverChoice::IoUring,
+        "poll" => DriverChoice::Poll,
+        _ => DriverChoice::Auto,
+    };
+    server::run(cfg, driver, None, None)
+}
+
+fn inspect(hex: Option<String>, file: Option<PathBuf>) -> i32 {
+    let payload = match (hex, file) {
+        (Some(h), _) => match decode_hex(h.trim()) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("spip: inspect: --hex: {e}");
+                return 2;
+            }
+        },
+        (None, Some(p)) if p.as_os_str() != "-" => match std::fs::read(&p) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("spip: inspect: cannot read {}: {e}", p.display());
+                return 2;
+            }
+        },
+        _ => {
+            let mut b = Vec::new();
+            if let Err(e) = std::io::stdin().read_to_end(&mut b) {
+                eprintln!("spip: inspect: cannot read stdin: {e}");
+                return 1;
+            }
+            b
+        }
+    };
+    let mut out = Vec::new();
+    crate::inspect::inspect(&payload, &mut out);
+    out.push(b'\n');
+    let _ = std::io::stdout().lock().write_all(&out);
     0
+}
+
+/// Decodes hex (upper or lower case; spaces and colons between bytes allowed).
+pub fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = s
+        .bytes()
+        .filter(|b| !matches!(b, b' ' | b':' | b'\n' | b'\r' | b'\t'))
+        .collect();
+    if digits.len() % 2 != 0 {
+        return Err(format!("odd number of hex digits ({})", digits.len()));
+    }
+    let val = |b: u8, i: usize| match b {
+        b'0'..=b'9' => Ok(b - b'0'),
+        b'a'..=b'f' => Ok(b - b'a' + 10),
+        b'A'..=b'F' => Ok(b - b'A' + 10),
+        _ => Err(format!("{:?} at digit {i} is not a hex digit", b as char)),
+    };
+    digits
+        .chunks(2)
+        .enumerate()
+        .map(|(i, p)| Ok(val(p[0], i * 2)? << 4 | val(p[1], i * 2 + 1)?))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_style_config_flag() {
+        let args = ["spip-agent", "-config", "/etc/spip/c.toml"].map(std::ffi::OsString::from);
+        let cli = Cli::try_parse_from(normalize_args(args.into_iter())).unwrap();
+        assert_eq!(cli.config, PathBuf::from("/etc/spip/c.toml"));
+        let args = ["spip-agent", "-config=/x.toml"].map(std::ffi::OsString::from);
+        let cli = Cli::try_parse_from(normalize_args(args.into_iter())).unwrap();
+        assert_eq!(cli.config, PathBuf::from("/x.toml"));
+    }
+
+    #[test]
+    fn hex_decoding() {
+        assert_eq!(decode_hex("00ff10").unwrap(), vec![0, 255, 16]);
+        assert_eq!(
+            decode_hex("DE:AD be ef").unwrap(),
+            vec![0xde, 0xad, 0xbe, 0xef]
+        );
+        assert!(decode_hex("abc").unwrap_err().contains("odd"));
+        assert!(decode_hex("zz").unwrap_err().contains("not a hex digit"));
+    }
 }

@@ -75,6 +75,8 @@ pub struct Config {
     pub stats_interval: Duration,
     /// On SIGTERM, how long live connections may go on.
     pub shutdown_grace: Duration,
+    /// "auto" (io_uring, else poll), "io_uring" or "poll".
+    pub io_driver: String,
 
     pub loom: LoomConfig,
 }
@@ -141,6 +143,7 @@ struct RawConfig {
     output_queue_records: Option<i64>,
     stats_interval_seconds: Option<i64>,
     shutdown_grace_seconds: Option<i64>,
+    io_driver: Option<String>,
     loom: Option<RawLoom>,
 }
 
@@ -332,6 +335,16 @@ impl Config {
                 5,
                 3600,
             )?,
+            io_driver: match raw.io_driver.as_deref() {
+                None | Some("") | Some("auto") => "auto".to_string(),
+                Some(d @ ("io_uring" | "poll")) => d.to_string(),
+                Some(d) => {
+                    return Err(err(
+                        "io_driver",
+                        format!("{d:?} is not one of \"auto\", \"io_uring\", \"poll\""),
+                    ));
+                }
+            },
             loom: validate_loom(raw.loom.unwrap_or_default())?,
         };
         if cfg.read_timeout > cfg.session_timeout {
@@ -416,6 +429,7 @@ impl Config {
             "shutdown_grace_seconds",
             self.shutdown_grace.as_secs().to_string(),
         );
+        line("io_driver", q(&self.io_driver));
         line("loom.enabled", self.loom.enabled.to_string());
         if self.loom.enabled {
             line("loom.url", q(&self.loom.url));
@@ -637,6 +651,7 @@ mod tests {
                 "loom.flush_interval",
             ),
             ("name = \"a\"\nport = 1\n[loom]\nbatchsize = 2", "batchsize"),
+            ("name = \"a\"\nport = 1\nio_driver = \"epoll\"", "io_driver"),
         ];
         for (text, key) in cases {
             let e = parse(text).expect_err(text);

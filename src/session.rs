@@ -62,6 +62,11 @@ impl Session {
         self.turns
     }
 
+    /// Counts a turn that ended without a reply (cut by a timeout or the connection's end).
+    pub fn count_turn(&mut self) {
+        self.turns += 1;
+    }
+
     /// Decides whether `pending` (the current turn's bytes so far, never empty) is complete.
     /// `room` is how many more bytes the payload cap allows: a turn never waits past it.
     pub fn frame(&self, pending: &[u8], room: usize) -> Framing {

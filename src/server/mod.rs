@@ -1,1 +1,204 @@
-//! Network loop.
+//! The network loop: worker threads, the record writer, signals and counters.
+//!
+//! Main thread: validates, binds one SO_REUSEPORT listener per worker (so bind errors surface
+//! before anything runs), starts the writer and the workers, then waits for signals:
+//! SIGHUP reopens the log file, SIGINT/SIGTERM stop accepting, let live connections finish
+//! within `shutdown_grace_seconds`, flush, and exit 0. Counters go to stderr every
+//! `stats_interval_seconds` and at exit.
+
+pub mod conn;
+pub mod origdst;
+pub mod worker;
+
+use crate::config::Config;
+use crate::json::JsonWriter;
+use crate::output::{LineConsumer, Output};
+use crate::stats::Counters;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime};
+pub use worker::DriverChoice;
+
+/// State shared by all threads.
+pub struct Shared {
+    pub cfg: Config,
+    pub counters: Arc<Counters>,
+    pub output: Output,
+    pub shutdown: AtomicBool,
+    pub driver: DriverChoice,
+}
+
+/// Extra counters to print (the Loom shipper's).
+pub type StatsHook = Box<dyn Fn(&mut JsonWriter) + Send>;
+
+/// Runs the sensor until SIGINT/SIGTERM. Returns the process exit code.
+pub fn run(
+    cfg: Config,
+    driver: DriverChoice,
+    consumer: Option<Box<dyn LineConsumer>>,
+    stats_hook: Option<StatsHook>,
+) -> i32 {
+    raise_nofile_limit();
+    // Block the signals we handle before any thread exists, so all of them inherit the mask
+    // and only the main thread's sigtimedwait sees them.
+    let sigset = handled_signals();
+    // SAFETY: sigset is a valid, initialized signal set.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &sigset, std::ptr::null_mut()) };
+
+    let addr = SocketAddr::new(cfg.ip, cfg.port);
+    let mut listeners = Vec::with_capacity(cfg.threads);
+    for _ in 0..cfg.threads {
+        match worker::bind_listener(addr) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                eprintln!("spip: cannot listen on {addr}: {e}");
+                return 1;
+            }
+        }
+    }
+    let counters = Arc::new(Counters::default());
+    let (output, writer) = match Output::start(
+        cfg.log_file.as_deref(),
+        cfg.output_queue_records,
+        counters.clone(),
+        consumer,
+    ) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("spip: {e}");
+            return 1;
+        }
+    };
+    let stats_interval = cfg.stats_interval;
+    let shared = Arc::new(Shared {
+        cfg,
+        counters: counters.clone(),
+        output,
+        shutdown: AtomicBool::new(false),
+        driver,
+    });
+    eprintln!(
+        "spip: listening on {addr} with {} worker threads ({} mode)",
+        shared.cfg.threads,
+        if shared.cfg.tls_mode() {
+            "tls"
+        } else {
+            "plain"
+        }
+    );
+
+    let mut workers = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("spip-worker-{i}"))
+            .spawn(move || {
+                if let Err(e) = worker::run(shared.clone(), listener, i) {
+                    eprintln!("spip: worker {i} failed: {e}");
+                    if e.raw_os_error() == Some(libc::EPERM)
+                        || e.kind() == io::ErrorKind::Unsupported
+                    {
+                        eprintln!(
+                            "spip: io_uring looks blocked (seccomp or kernel.io_uring_disabled); \
+                             set io_driver = \"poll\" in the config or allow io_uring"
+                        );
+                    }
+                    shared.shutdown.store(true, Ordering::Release);
+                    // SAFETY: raising a signal at our own process is always sound.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+                }
+            });
+        match spawned {
+            Ok(h) => workers.push(h),
+            Err(e) => {
+                eprintln!("spip: cannot start worker thread: {e}");
+                return 1;
+            }
+        }
+    }
+
+    let mut next_stats = Instant::now() + stats_interval;
+    loop {
+        let wait = next_stats.saturating_duration_since(Instant::now());
+        match wait_signal(&sigset, wait) {
+            Some(libc::SIGHUP) => shared.output.request_reopen(),
+            Some(_) => break,
+            None => {}
+        }
+        if Instant::now() >= next_stats {
+            print_stats(&counters, stats_hook.as_ref(), false);
+            next_stats = Instant::now() + stats_interval;
+        }
+    }
+
+    eprintln!(
+        "spip: shutting down (grace {}s)",
+        shared.cfg.shutdown_grace.as_secs()
+    );
+    shared.shutdown.store(true, Ordering::Release);
+    let failed = workers
+        .into_iter()
+        .map(|w| w.join().is_err())
+        .fold(false, |a, b| a | b);
+    // The last Output clones go with `shared`; then the writer drains and exits.
+    drop(shared);
+    writer.join();
+    print_stats(&counters, stats_hook.as_ref(), true);
+    if failed { 1 } else { 0 }
+}
+
+fn handled_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialize and fill a stack sigset_t.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        set
+    }
+}
+
+/// Waits up to `timeout` for one of the blocked signals.
+fn wait_signal(set: &libc::sigset_t, timeout: std::time::Duration) -> Option<libc::c_int> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: set and ts are valid; the siginfo pointer may be null.
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit: every connection is a descriptor.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid rlimit to fill and then pass back.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn print_stats(counters: &Counters, hook: Option<&StatsHook>, last: bool) {
+    let mut line = Vec::with_capacity(512);
+    let mut w = JsonWriter::new(&mut line);
+    w.begin();
+    w.key_only("@timestamp");
+    crate::record::write_timestamp(w.buf(), SystemTime::now());
+    w.str("type", if last { b"final_stats" } else { b"stats" });
+    counters.write_fields(&mut w);
+    if let Some(h) = hook {
+        h(&mut w);
+    }
+    w.finish();
+    line.push(b'\n');
+    let _ = io::stderr().lock().write_all(&line);
+}

@@ -1,0 +1,265 @@
+//! A worker thread: its own runtime, its own SO_REUSEPORT listener, its own admission state.
+
+use super::Shared;
+use super::conn;
+use crate::limits::{Admission, Refusal};
+use crate::output::RecordSink;
+use crate::record::EventIds;
+use ahash::AHashSet;
+use compio::driver::{DriverType, ProactorBuilder};
+use compio::net::{TcpListener, TcpStream};
+use futures_util::StreamExt;
+use futures_util::future::{Either, select};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Which io driver to use (`io_driver` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverChoice {
+    Auto,
+    IoUring,
+    Poll,
+}
+
+/// Provided buffers per thread and their size: 2048 x 8 KiB, touched only when used.
+const POOL_BUFFERS: u16 = 2048;
+const POOL_BUFFER_LEN: usize = 8192;
+/// How often pending records are handed to the writer and the stop flag is checked.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Per-thread state shared by the accept loop and its connection tasks.
+pub struct Worker {
+    pub shared: Arc<Shared>,
+    pub sink: RefCell<RecordSink>,
+    pub ids: RefCell<EventIds>,
+    admission: RefCell<Admission>,
+    /// Raw fds of live connections, to end them at the close of the grace period.
+    live: RefCell<AHashSet<RawFd>>,
+    stop: StopSignal,
+}
+
+impl Worker {
+    pub fn stopping(&self) -> bool {
+        self.stop.fired.get()
+    }
+
+    pub fn connection_closed(&self, fd: RawFd) {
+        self.live.borrow_mut().remove(&fd);
+        self.shared.counters.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A one-shot, single-thread stop notification.
+#[derive(Default)]
+struct StopSignal {
+    fired: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl StopSignal {
+    fn fire(&self) {
+        self.fired.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.fired.get() {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Creates the listening socket (SO_REUSEPORT, backlog 65535, dual-stack for `::`).
+pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(65535)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Builds this thread's runtime; says which driver it got.
+pub fn build_runtime(choice: DriverChoice) -> io::Result<compio::runtime::Runtime> {
+    let mut proactor = ProactorBuilder::new();
+    proactor
+        .capacity(4096)
+        .buffer_pool_size(NonZeroU16::new(POOL_BUFFERS).unwrap_or(NonZeroU16::MIN))
+        .buffer_pool_buffer_len(POOL_BUFFER_LEN);
+    match choice {
+        DriverChoice::Auto => {}
+        DriverChoice::IoUring => {
+            proactor.driver_type(DriverType::IoUring);
+        }
+        DriverChoice::Poll => {
+            proactor.driver_type(DriverType::Poll);
+        }
+    }
+    compio::runtime::RuntimeBuilder::new()
+        .with_proactor(proactor)
+        .build()
+}
+
+/// Runs one worker until shutdown; `listener` was bound by the main thread.
+pub fn run(shared: Arc<Shared>, listener: std::net::TcpListener, index: usize) -> io::Result<()> {
+    let runtime = build_runtime(shared.driver)?;
+    if index == 0 {
+        let driver = match runtime.driver_type() {
+            DriverType::IoUring => "io_uring",
+            DriverType::Poll => "poll (io_uring unavailable or disabled)",
+            DriverType::IOCP => "iocp",
+        };
+        eprintln!("spip: io driver: {driver}");
+    }
+    runtime.block_on(async move {
+        let listener = TcpListener::from_std(listener)?;
+        let threads = shared.cfg.threads.max(1) as f64;
+        let cfg = &shared.cfg;
+        let worker = Rc::new(Worker {
+            sink: RefCell::new(RecordSink::new(shared.output.clone())),
+            ids: RefCell::new(EventIds::new()),
+            admission: RefCell::new(Admission::new(
+                cfg.rate_limit_per_second,
+                cfg.rate_limit_burst,
+                cfg.per_source_rate_per_second,
+                cfg.per_source_burst,
+                1.0 / threads,
+                Instant::now(),
+            )),
+            live: RefCell::new(AHashSet::new()),
+            stop: StopSignal::default(),
+            shared: shared.clone(),
+        });
+        let ticker = compio::runtime::spawn(tick(worker.clone()));
+        accept_loop(&worker, &listener).await;
+        drop(listener);
+        drain(&worker).await;
+        worker.sink.borrow_mut().flush();
+        drop(ticker);
+        Ok(())
+    })
+}
+
+/// Hands records to the writer every tick and turns the process-wide stop flag into a wake-up.
+async fn tick(worker: Rc<Worker>) {
+    loop {
+        compio::time::sleep(TICK).await;
+        worker.sink.borrow_mut().flush();
+        worker.admission.borrow_mut().maybe_sweep(Instant::now());
+        if worker.shared.shutdown.load(Ordering::Acquire) && !worker.stopping() {
+            worker.stop.fire();
+        }
+    }
+}
+
+async fn accept_loop(worker: &Rc<Worker>, listener: &TcpListener) {
+    let mut incoming = listener.incoming();
+    let mut stop = std::pin::pin!(worker.stop.wait());
+    let mut last_error_report: Option<Instant> = None;
+    loop {
+        let next = match select(incoming.next(), stop.as_mut()).await {
+            Either::Left((Some(next), _)) => next,
+            Either::Left((None, _)) | Either::Right(_) => return,
+        };
+        match next {
+            Ok(stream) => admit(worker, stream),
+            Err(e) => {
+                let counters = &worker.shared.counters;
+                counters.inc(&counters.accept_errors);
+                let transient = matches!(
+                    e.raw_os_error(),
+                    Some(libc::ECONNABORTED | libc::EINTR | libc::EAGAIN | libc::EPROTO)
+                );
+                if transient {
+                    continue;
+                }
+                // EMFILE/ENFILE/ENOBUFS/ENOMEM: back off briefly and keep serving.
+                if last_error_report.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    eprintln!("spip: accept failed: {e}; backing off (counted in accept_errors)");
+                    last_error_report = Some(Instant::now());
+                }
+                compio::time::sleep(Duration::from_millis(20)).await;
+                // A multishot accept that failed is re-armed by the next poll.
+                incoming = listener.incoming();
+            }
+        }
+    }
+}
+
+/// Admission control, then a task for the connection; refused ones get an RST at once.
+fn admit(worker: &Rc<Worker>, stream: TcpStream) {
+    let counters = &worker.shared.counters;
+    counters.inc(&counters.accepted);
+    let Ok(peer) = stream.peer_addr() else {
+        return; // the client is already gone
+    };
+    let refuse = |counter: &std::sync::atomic::AtomicU64| {
+        counters.inc(counter);
+        // Linger 0: RST, no TIME_WAIT, nothing kept for a connection we will not serve.
+        let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    };
+    let live = counters.live.fetch_add(1, Ordering::Relaxed);
+    if live >= worker.shared.cfg.max_connections as u64 {
+        counters.live.fetch_sub(1, Ordering::Relaxed);
+        refuse(&counters.shed_live_cap);
+        return;
+    }
+    match worker
+        .admission
+        .borrow_mut()
+        .admit(peer.ip().to_canonical(), Instant::now())
+    {
+        Ok(()) => {}
+        Err(r) => {
+            counters.live.fetch_sub(1, Ordering::Relaxed);
+            refuse(match r {
+                Refusal::RateLimited => &counters.rate_limited,
+                Refusal::PerSourceLimited => &counters.per_source_limited,
+            });
+            return;
+        }
+    }
+    worker.live.borrow_mut().insert(stream.as_raw_fd());
+    compio::runtime::spawn(conn::serve(worker.clone(), stream, peer)).detach();
+}
+
+/// After accepting stops: live connections get the grace period, then their reads are ended
+/// (shutdown(2) makes a pending read return EOF) so each still writes its record.
+async fn drain(worker: &Rc<Worker>) {
+    let grace_end = Instant::now() + worker.shared.cfg.shutdown_grace;
+    while !worker.live.borrow().is_empty() && Instant::now() < grace_end {
+        compio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fds: Vec<RawFd> = worker.live.borrow().iter().copied().collect();
+    for fd in fds {
+        // SAFETY: fd belongs to a live connection task that has not closed it yet (tasks
+        // remove their fd from `live` before dropping the socket).
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    }
+    let hard_end = Instant::now() + Duration::from_secs(2);
+    while !worker.live.borrow().is_empty() && Instant::now() < hard_end {
+        compio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,64 @@
+//! Counters, reported as one JSON line on stderr periodically and at exit.
+
+use crate::json::JsonWriter;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Process-wide counters. Relaxed atomics: they are statistics, not synchronization.
+#[derive(Default)]
+pub struct Counters {
+    pub accepted: AtomicU64,
+    /// Records handed to the writer and written.
+    pub records_written: AtomicU64,
+    /// Records lost because the writer fell behind or the write failed.
+    pub records_dropped: AtomicU64,
+    /// Connections closed at once because the live-connection cap was reached.
+    pub shed_live_cap: AtomicU64,
+    /// Connections closed by the global token bucket (`rate_limit_per_second`).
+    pub rate_limited: AtomicU64,
+    /// Connections closed by the per-source-IP rate.
+    pub per_source_limited: AtomicU64,
+    pub read_timeouts: AtomicU64,
+    pub session_timeouts: AtomicU64,
+    pub payload_capped: AtomicU64,
+    /// Connections that sent nothing.
+    pub empty_connections: AtomicU64,
+    /// accept() errors such as EMFILE that made us back off.
+    pub accept_errors: AtomicU64,
+    /// Live connections now (a gauge).
+    pub live: AtomicU64,
+}
+
+impl Counters {
+    pub fn inc(&self, c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(&self, c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    /// Writes the counters as members of the open object.
+    pub fn write_fields(&self, w: &mut JsonWriter) {
+        let fields: [(&str, &AtomicU64); 12] = [
+            ("accepted", &self.accepted),
+            ("recorded", &self.records_written),
+            ("records_dropped", &self.records_dropped),
+            ("shed_live_cap", &self.shed_live_cap),
+            ("rate_limited", &self.rate_limited),
+            ("per_source_limited", &self.per_source_limited),
+            ("read_timeouts", &self.read_timeouts),
+            ("session_timeouts", &self.session_timeouts),
+            ("payload_capped", &self.payload_capped),
+            ("empty_connections", &self.empty_connections),
+            ("accept_errors", &self.accept_errors),
+            ("live", &self.live),
+        ];
+        for (k, v) in fields {
+            w.u64(k, self.get(v));
+        }
+    }
+}
