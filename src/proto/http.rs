@@ -60,8 +60,8 @@ pub fn parse_request_head(buf: &[u8]) -> Head<'_> {
         return Head::NotHttp;
     }
     if method_len == buf.len() {
-        // Only method characters so far: HTTP if it is how a method would start.
-        return if buf.iter().all(u8::is_ascii_uppercase) {
+        // Only method characters so far: wait only if a known method starts this way.
+        return if KNOWN_METHODS.iter().any(|m| m.starts_with(buf)) {
             Head::Partial
         } else {
             Head::NotHttp
@@ -71,12 +71,10 @@ pub fn parse_request_head(buf: &[u8]) -> Head<'_> {
         return Head::NotHttp;
     }
     let Some(line_end) = memchr(b'\n', buf) else {
-        return if buf.len() > MAX_HEAD_LEN
-            || buf.iter().any(|&b| b < 0x20 && b != b'\t' && b != b'\r')
-        {
-            Head::NotHttp
-        } else {
+        return if partial_request_line(buf, method_len) {
             Head::Partial
+        } else {
+            Head::NotHttp
         };
     };
     let line = trim_cr(&buf[..line_end]);
@@ -114,6 +112,53 @@ pub fn parse_request_head(buf: &[u8]) -> Head<'_> {
         pos += rel + 1;
         if pos > MAX_HEAD_LEN {
             return Head::NotHttp;
+        }
+    }
+}
+
+/// Methods worth waiting for while the request line has not ended (once a line is complete,
+/// any token followed by a target and an HTTP version is accepted).
+const KNOWN_METHODS: &[&[u8]] = &[
+    b"GET",
+    b"POST",
+    b"HEAD",
+    b"PUT",
+    b"DELETE",
+    b"OPTIONS",
+    b"PATCH",
+    b"CONNECT",
+    b"TRACE",
+    b"PRI",
+    b"PROPFIND",
+    b"PROPPATCH",
+    b"MKCOL",
+    b"COPY",
+    b"MOVE",
+    b"LOCK",
+    b"UNLOCK",
+    b"SEARCH",
+    b"REPORT",
+    b"DEBUG",
+];
+
+/// An unfinished request line that can still become `METHOD SP target SP HTTP/x.y`.
+fn partial_request_line(buf: &[u8], method_len: usize) -> bool {
+    if buf.len() > MAX_HEAD_LEN || !KNOWN_METHODS.contains(&&buf[..method_len]) {
+        return false;
+    }
+    let line = trim_cr(&buf[method_len + 1..]);
+    if line.iter().any(|&b| b < 0x20) {
+        return false;
+    }
+    match memchr(b' ', line) {
+        None => true, // still in the target
+        Some(sp) => {
+            let version = &line[sp + 1..];
+            version.len() <= 8
+                && version
+                    .iter()
+                    .zip(b"HTTP/1.1")
+                    .all(|(&v, &p)| v == p || (p.is_ascii_digit() && v.is_ascii_digit()))
         }
     }
 }
@@ -375,6 +420,13 @@ mod tests {
         assert_eq!(parse_request_head(b"hello\r\n"), Head::NotHttp);
         assert_eq!(parse_request_head(b"GET /\r\n"), Head::NotHttp);
         assert_eq!(parse_request_head(b"GET / FTP/1.0\r\n\r\n"), Head::NotHttp);
+        assert_eq!(parse_request_head(b"after the flood"), Head::NotHttp);
+        assert_eq!(parse_request_head(b"HELLO"), Head::NotHttp);
+        assert_eq!(parse_request_head(b"GET /x y"), Head::NotHttp);
+        assert_eq!(parse_request_head(b"GET /x HTTP/1.1\r"), Head::Partial);
+        assert_eq!(parse_request_head(b"POST /x HTTP/2"), Head::Partial);
+        assert_eq!(parse_request_head(b"GET /x HTTP/1.1 x"), Head::NotHttp);
+        assert_eq!(parse_request_head(b"GET /x\x00"), Head::NotHttp);
     }
 
     #[test]

@@ -68,3 +68,66 @@ pub fn original_destination(fd: RawFd, peer_is_v4: bool) -> Option<SocketAddr> {
         )))
     }
 }
+
+/// The client's address, even when it already reset the connection.
+///
+/// getpeername(2) fails with ENOTCONN once a queued connection was reset, which is exactly what
+/// port scanners do; SO_PEERNAME reads the same address without that state check (as accept(2)
+/// does), so those connections are recorded too.
+pub fn peer_address(fd: RawFd) -> Option<SocketAddr> {
+    // The kernel wants optlen no larger than the address it has: try IPv6, then IPv4.
+    [
+        size_of::<libc::sockaddr_in6>(),
+        size_of::<libc::sockaddr_in>(),
+    ]
+    .into_iter()
+    .find_map(|want| {
+        let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
+        let mut len = want as libc::socklen_t;
+        // SAFETY: storage is writable and larger than len.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEERNAME,
+                storage.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return None;
+        }
+        // SAFETY: the kernel filled `len` bytes of the structure; the rest stays zeroed.
+        let storage = unsafe { storage.assume_init() };
+        sockaddr_to_std(&storage, len)
+    })
+}
+
+fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says this storage holds a sockaddr_in, and it is large enough.
+            let sa =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sa.sin_port),
+            )))
+        }
+        libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sa = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            let ip = Ipv6Addr::from(sa.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sa.sin6_port),
+                0,
+                sa.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}

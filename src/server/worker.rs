@@ -212,8 +212,8 @@ async fn accept_loop(worker: &Rc<Worker>, listener: &TcpListener) {
 fn admit(worker: &Rc<Worker>, stream: TcpStream) {
     let counters = &worker.shared.counters;
     counters.inc(&counters.accepted);
-    let Ok(peer) = stream.peer_addr() else {
-        return; // the client is already gone
+    let Some(peer) = super::origdst::peer_address(stream.as_raw_fd()) else {
+        return; // not a TCP/IP socket: nothing to record
     };
     let refuse = |counter: &std::sync::atomic::AtomicU64| {
         counters.inc(counter);

@@ -1,0 +1,349 @@
+//! Test harness: a private network namespace that acts as a sensor host, and the real
+//! `spip-agent` binary running in it.
+//!
+//! Traffic only ever goes to loopback inside a namespace the test made. Tests that need root
+//! call [`require_root`] and skip with a printed reason when not root.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const SENSOR_PORT: u16 = 8080;
+
+/// True when root; otherwise prints why the test is skipped.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("SKIPPED {test}: needs root (network namespaces and iptables)");
+    }
+    root
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_spip-agent")
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace with loopback up and the sensor host's REDIRECT rules.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Redirects every TCP port on 127.0.0.0/8 and ::1 to `port`, except `keep_ports`
+    /// (helpers of the test itself, such as a Loom server).
+    pub fn sensor_host(port: u16, keep_ports: &[u16]) -> Netns {
+        let name = format!(
+            "spip-t{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.run(&["ip", "link", "set", "lo", "up"]);
+        for tool in ["iptables", "ip6tables"] {
+            let dst = if tool == "iptables" {
+                "127.0.0.0/8"
+            } else {
+                "::1"
+            };
+            for keep in keep_ports {
+                ns.run(&[
+                    tool,
+                    "-t",
+                    "nat",
+                    "-A",
+                    "OUTPUT",
+                    "-p",
+                    "tcp",
+                    "-d",
+                    dst,
+                    "--dport",
+                    &keep.to_string(),
+                    "-j",
+                    "RETURN",
+                ]);
+            }
+            ns.run(&[
+                tool,
+                "-t",
+                "nat",
+                "-A",
+                "OUTPUT",
+                "-p",
+                "tcp",
+                "-d",
+                dst,
+                "!",
+                "--dport",
+                &port.to_string(),
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                &port.to_string(),
+            ]);
+        }
+        ns
+    }
+
+    /// `ip netns exec NAME args...`, asserting success.
+    pub fn run(&self, args: &[&str]) -> Output {
+        run_ok(&mut self.cmd(args))
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).args(args);
+        c
+    }
+
+    /// Runs `f` on a thread that lives in this namespace (for in-process clients).
+    pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let ns = File::open(&path).expect("open netns");
+            // SAFETY: ns is an open namespace fd; setns affects only this thread.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread panicked")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The real sensor binary running in a namespace, logging to a file.
+pub struct Sensor {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+/// A config for tests: high limits unless the test sets its own.
+pub fn test_config(log: &Path, extra: &str) -> String {
+    let mut cfg = format!(
+        "name = \"test-sensor\"\nip = \"::\"\nport = {SENSOR_PORT}\nlog_file = \"{}\"\n",
+        log.display()
+    );
+    let defaults = [
+        ("rate_limit_per_second", "100000"),
+        ("per_source_rate_per_second", "0"),
+        ("read_timeout_seconds", "5"),
+        ("stats_interval_seconds", "3600"),
+        ("shutdown_grace_seconds", "2"),
+    ];
+    for (k, v) in defaults {
+        if !extra.lines().any(|l| l.trim_start().starts_with(k)) {
+            cfg.push_str(&format!("{k} = {v}\n"));
+        }
+    }
+    // Top-level keys must come before any [table].
+    let (top, tables): (Vec<&str>, Vec<&str>) = {
+        let idx = extra
+            .find("\n[")
+            .map(|i| i + 1)
+            .or(if extra.starts_with('[') {
+                Some(0)
+            } else {
+                None
+            });
+        match idx {
+            Some(i) => (vec![&extra[..i]], vec![&extra[i..]]),
+            None => (vec![extra], vec![]),
+        }
+    };
+    for t in top {
+        cfg.push_str(t);
+        cfg.push('\n');
+    }
+    for t in tables {
+        cfg.push_str(t);
+        cfg.push('\n');
+    }
+    cfg
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "spip-{tag}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl Sensor {
+    /// Starts the sensor in `ns` with `extra` config lines and waits until it listens.
+    pub fn start(ns: &Netns, extra: &str) -> Sensor {
+        Sensor::start_with(ns, extra, &[])
+    }
+
+    /// Like [`Sensor::start`], with a command prefix (e.g. `prlimit --nofile=64`).
+    pub fn start_with(ns: &Netns, extra: &str, prefix: &[&str]) -> Sensor {
+        let dir = temp_dir("sensor");
+        let log = dir.join("records.jsonl");
+        let cfg_path = dir.join("config.toml");
+        std::fs::write(&cfg_path, test_config(&log, extra)).unwrap();
+        let stderr_path = dir.join("stderr.txt");
+        let mut args: Vec<&str> = prefix.to_vec();
+        let cfg_str = cfg_path.to_str().unwrap().to_string();
+        args.extend([bin(), "--config", &cfg_str]);
+        let child = ns
+            .cmd(&args)
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("start spip-agent");
+        let sensor = Sensor {
+            child,
+            dir,
+            log,
+            stderr_path,
+        };
+        sensor.wait_listening(ns);
+        sensor
+    }
+
+    fn wait_listening(&self, ns: &Netns) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.stderr().contains("spip: listening on") {
+                // Probe with a direct connection to the sensor port is avoided: it would be
+                // recorded. `ss` tells us the socket is listening.
+                let out = ns.cmd(&["ss", "-ltnH"]).output().unwrap();
+                if String::from_utf8_lossy(&out.stdout).contains(&format!(":{SENSOR_PORT}")) {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("sensor did not start: {}", self.stderr());
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// All records written so far (each line must be valid JSON).
+    pub fn records(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("invalid record line {l:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// Waits until at least `n` records exist (or the timeout), and returns them.
+    pub fn wait_records(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.records();
+            if r.len() >= n || Instant::now() >= deadline {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        // The child is `ip netns exec`, which execs the sensor: same pid.
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> (i32, String) {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status.code().unwrap_or(-1), self.stderr());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("sensor did not exit after SIGTERM: {}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Connects, sends `data` (in pieces with a pause between them), reads the reply until EOF
+/// or `read_for`, and returns it.
+pub fn exchange(addr: SocketAddr, pieces: &[&[u8]], read_for: Duration) -> Vec<u8> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    for (i, p) in pieces.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        s.write_all(p).expect("send");
+    }
+    s.set_read_timeout(Some(read_for)).unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + read_for;
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+        }
+    }
+    reply
+}
+
+/// Records whose `destination.port` is `port`.
+pub fn with_dport(records: &[Value], port: u16) -> Vec<Value> {
+    records
+        .iter()
+        .filter(|r| r["destination"]["port"] == port)
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,502 @@
+//! End-to-end: the real binary in a private network namespace with an iptables REDIRECT of
+//! every port to the sensor, driven by real clients.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+const SECS5: Duration = Duration::from_secs(5);
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn plain_payload_records_original_destination_port() {
+    if !require_root("plain_payload_records_original_destination_port") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let mut sensor = Sensor::start(&ns, "");
+    let reply = ns.within(|| {
+        exchange(
+            addr("127.0.0.1:6881"),
+            &[b"\x13BitTorrent protocol\x00\xff"],
+            SECS5,
+        )
+    });
+    assert_eq!(reply, b"127.0.0.1", "the reply is the client's IP");
+    let recs = sensor.wait_records(1, SECS5);
+    let r = &with_dport(&recs, 6881)[0];
+    assert_eq!(r["destination"]["ip"], "127.0.0.1");
+    assert_eq!(r["source"]["ip"], "127.0.0.1");
+    assert_eq!(
+        r["event"]["original_payload_hex"],
+        "13426974546f7272656e742070726f746f636f6c00ff"
+    );
+    assert_eq!(
+        r["event"]["summary"],
+        "\u{13}BitTorrent protocol\u{0}\u{FFFD}"
+    );
+    assert_eq!(r["event"]["ingested_by"], "spip");
+    assert_eq!(r["observer"]["hostname"], "test-sensor");
+    assert_eq!(r["network"]["transport"], "tcp");
+    assert!(
+        r["network"]["community_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("1:")
+    );
+    assert!(r["spip"].get("no_original_destination").is_none());
+    let (code, _) = sensor.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn curl_gets_200_with_its_ip_and_http_fields_are_recorded() {
+    if !require_root("curl_gets_200_with_its_ip_and_http_fields_are_recorded") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "");
+    let out = ns.run(&[
+        "curl",
+        "-sS",
+        "-i",
+        "-m",
+        "5",
+        "-A",
+        "spip-test/1.0",
+        "-H",
+        "X-Dup: a",
+        "-H",
+        "X-Dup: b",
+        "http://127.0.0.1:9200/_cat/indices?v=true",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.ends_with("\r\n\r\n127.0.0.1"), "{text}");
+    let recs = sensor.wait_records(1, SECS5);
+    let r = &with_dport(&recs, 9200)[0];
+    assert_eq!(r["network"]["protocol"], "http");
+    assert_eq!(r["http"]["request"]["method"], "GET");
+    assert_eq!(r["http"]["request"]["headers"]["x-dup"], "a, b");
+    assert_eq!(r["http"]["version"], "1.1");
+    assert_eq!(r["url"]["path"], "/_cat/indices");
+    assert_eq!(r["url"]["query"], "v=true");
+    assert_eq!(r["url"]["domain"], "127.0.0.1");
+    assert_eq!(r["url"]["port"], 9200);
+    assert_eq!(r["user_agent"]["original"], "spip-test/1.0");
+    assert!(
+        r["event"].get("summary").is_none(),
+        "HTTP records carry no summary"
+    );
+}
+
+#[test]
+fn request_split_in_two_segments_is_one_record() {
+    if !require_root("request_split_in_two_segments_is_one_record") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "");
+    let reply = ns.within(|| {
+        exchange(
+            addr("127.0.0.1:80"),
+            &[
+                b"POST /cgi-bin/x HTTP/1.1\r\nHost: a\r\nContent-Le",
+                b"ngth: 4\r\nConnection: close\r\n\r\nab",
+                b"cd",
+            ],
+            SECS5,
+        )
+    });
+    assert!(reply.starts_with(b"HTTP/1.1 200 OK"));
+    sensor.wait_records(1, SECS5);
+    std::thread::sleep(Duration::from_millis(300));
+    let recs80 = with_dport(&sensor.records(), 80);
+    assert_eq!(recs80.len(), 1, "{recs80:?}");
+    assert_eq!(recs80[0]["http"]["request"]["body"]["content"], "abcd");
+    assert_eq!(recs80[0]["spip"]["close_reason"], "protocol_done");
+}
+
+#[test]
+fn empty_connection_yields_a_record() {
+    if !require_root("empty_connection_yields_a_record") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "");
+    ns.within(|| drop(std::net::TcpStream::connect(addr("127.0.0.1:3389")).unwrap()));
+    let recs = sensor.wait_records(1, SECS5);
+    let r = &with_dport(&recs, 3389)[0];
+    assert_eq!(r["spip"]["empty"], true);
+    assert_eq!(r["spip"]["turn"], 0);
+    assert!(r["event"].get("original_payload_hex").is_none());
+}
+
+#[test]
+fn empty_connections_can_be_turned_off() {
+    if !require_root("empty_connections_can_be_turned_off") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "log_empty_connections = false");
+    ns.within(|| drop(std::net::TcpStream::connect(addr("127.0.0.1:3389")).unwrap()));
+    ns.within(|| {
+        exchange(
+            addr("127.0.0.1:23"),
+            &[b"root\r\n"],
+            Duration::from_millis(300),
+        )
+    });
+    sensor.wait_records(1, SECS5);
+    std::thread::sleep(Duration::from_millis(400));
+    let recs = sensor.records();
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    assert_eq!(recs[0]["destination"]["port"], 23);
+}
+
+#[test]
+fn ipv6_client_is_recorded_with_original_port() {
+    if !require_root("ipv6_client_is_recorded_with_original_port") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "");
+    let reply = ns.within(|| exchange(addr("[::1]:2323"), &[b"hello6"], SECS5));
+    assert_eq!(reply, b"::1");
+    let recs = sensor.wait_records(1, SECS5);
+    let r = &with_dport(&recs, 2323)[0];
+    assert_eq!(r["source"]["ip"], "::1");
+    assert_eq!(r["destination"]["ip"], "::1");
+    assert_eq!(r["event"]["summary"], "hello6");
+}
+
+#[test]
+fn many_connections_nothing_lost() {
+    if !require_root("many_connections_nothing_lost") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let mut sensor = Sensor::start(&ns, "");
+    const TOTAL: usize = 2000;
+    const PARALLEL: usize = 64;
+    let replies = ns.within(|| {
+        let handles: Vec<_> = (0..PARALLEL)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut ok = 0;
+                    for i in (t..TOTAL).step_by(PARALLEL) {
+                        let port = 10_000 + i as u16;
+                        let msg = format!("conn {i}\n");
+                        let dst = SocketAddr::from(([127, 0, 0, 1], port));
+                        if exchange(dst, &[msg.as_bytes()], Duration::from_millis(500))
+                            == b"127.0.0.1"
+                        {
+                            ok += 1;
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum::<usize>()
+    });
+    assert_eq!(replies, TOTAL);
+    let recs = sensor.wait_records(TOTAL, Duration::from_secs(15));
+    assert_eq!(recs.len(), TOTAL);
+    let mut ports: Vec<u64> = recs
+        .iter()
+        .map(|r| r["destination"]["port"].as_u64().unwrap())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), TOTAL, "every connection recorded exactly once");
+    let (code, stderr) = sensor.stop();
+    assert_eq!(code, 0);
+    assert!(stderr.contains("\"records_dropped\":0"), "{stderr}");
+}
+
+#[test]
+fn nmap_scans_leave_the_sensor_alive() {
+    if !require_root("nmap_scans_leave_the_sensor_alive") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let mut sensor = Sensor::start(&ns, "read_timeout_seconds = 2");
+    let out = ns.run(&[
+        "nmap",
+        "-sT",
+        "-Pn",
+        "-n",
+        "-p",
+        "1-1000",
+        "--max-retries",
+        "0",
+        "-T5",
+        "127.0.0.1",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("1000 open") || text.matches("/tcp").count() >= 900,
+        "{text}"
+    );
+    let out = ns.run(&[
+        "nmap",
+        "-sV",
+        "-Pn",
+        "-n",
+        "-p",
+        "21,22,25,80,443,3306",
+        "--version-intensity",
+        "2",
+        "-T5",
+        "127.0.0.1",
+    ]);
+    assert!(out.status.success());
+    assert!(sensor.alive(), "sensor died: {}", sensor.stderr());
+    let reply = ns.within(|| exchange(addr("127.0.0.1:7777"), &[b"still there?"], SECS5));
+    assert_eq!(reply, b"127.0.0.1");
+    let recs = sensor.wait_records(1000, Duration::from_secs(10));
+    assert!(recs.len() >= 1000, "{} records", recs.len());
+    let (code, _) = sensor.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn sigterm_flushes_and_exits_zero() {
+    if !require_root("sigterm_flushes_and_exits_zero") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let mut sensor = Sensor::start(&ns, "read_timeout_seconds = 30\nshutdown_grace_seconds = 1");
+    // One finished exchange, and one idle connection that is still open at SIGTERM.
+    ns.within(|| {
+        exchange(
+            addr("127.0.0.1:21"),
+            &[b"USER anonymous\r\n"],
+            Duration::from_millis(200),
+        )
+    });
+    let nsname = ns.name.clone();
+    let idle = std::thread::spawn(move || {
+        let ns = Netns { name: nsname };
+        let r = ns.within(|| exchange(addr("127.0.0.1:5900"), &[], Duration::from_secs(8)));
+        std::mem::forget(ns); // the test's own Netns deletes it
+        r
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let log = sensor.log.clone();
+    let (code, stderr) = sensor.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("final_stats"), "{stderr}");
+    let _ = idle.join();
+    let text = std::fs::read_to_string(log).unwrap();
+    let recs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(with_dport(&recs, 21).len(), 1);
+    let idle_rec = &with_dport(&recs, 5900)[0];
+    assert_eq!(idle_rec["spip"]["close_reason"], "shutdown");
+}
+
+#[test]
+fn sighup_reopens_the_log_file() {
+    if !require_root("sighup_reopens_the_log_file") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "");
+    ns.within(|| {
+        exchange(
+            addr("127.0.0.1:1"),
+            &[b"before"],
+            Duration::from_millis(200),
+        )
+    });
+    sensor.wait_records(1, SECS5);
+    let rotated = sensor.dir.join("records.jsonl.1");
+    std::fs::rename(&sensor.log, &rotated).unwrap();
+    sensor.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    ns.within(|| exchange(addr("127.0.0.1:2"), &[b"after"], Duration::from_millis(200)));
+    let recs = sensor.wait_records(1, SECS5);
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["event"]["summary"], "after");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert_eq!(old.lines().count(), 1);
+    assert!(old.contains("\"summary\":\"before\""));
+}
+
+#[test]
+fn fd_exhaustion_backs_off_and_keeps_serving() {
+    if !require_root("fd_exhaustion_backs_off_and_keeps_serving") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let mut sensor = Sensor::start_with(
+        &ns,
+        "read_timeout_seconds = 2\nthreads = 1\nstats_interval_seconds = 1",
+        &["prlimit", "--nofile=64:64"],
+    );
+    // Hold 150 idle connections: far more than 64 descriptors.
+    let held = ns.within(|| {
+        let mut v = Vec::new();
+        for i in 0..150u16 {
+            if let Ok(s) =
+                std::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], 20_000 + i)))
+            {
+                v.push(s);
+            }
+        }
+        v.len()
+    });
+    assert!(held >= 100);
+    // Their read timeout frees the descriptors; the backlog then drains and service resumes.
+    std::thread::sleep(Duration::from_secs(5));
+    let reply = ns.within(|| exchange(addr("127.0.0.1:4444"), &[b"after the flood"], SECS5));
+    assert_eq!(reply, b"127.0.0.1", "stderr: {}", sensor.stderr());
+    let (code, stderr) = sensor.stop();
+    assert_eq!(code, 0);
+    assert!(
+        !stderr.contains("\"accept_errors\":0"),
+        "EMFILE was hit and counted: {stderr}"
+    );
+}
+
+#[test]
+fn ssh_client_gets_a_banner_and_its_kexinit_is_recorded() {
+    if !require_root("ssh_client_gets_a_banner_and_its_kexinit_is_recorded") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "ssh_banner = \"SSH-2.0-OpenSSH_9.9\"");
+    let _ = ns
+        .cmd(&[
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "ConnectTimeout=3",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-p",
+            "2222",
+            "root@127.0.0.1",
+            "true",
+        ])
+        .output()
+        .expect("ssh client");
+    let recs = sensor.wait_records(2, SECS5);
+    let recs = with_dport(&recs, 2222);
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(recs[0]["network"]["protocol"], "ssh");
+    assert!(
+        recs[0]["event"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("SSH-2.0-OpenSSH")
+    );
+    assert_eq!(recs[1]["spip"]["turn"], 2);
+    assert_eq!(
+        recs[0]["event"]["id"], recs[1]["event"]["id"],
+        "one event.id per connection"
+    );
+}
+
+#[test]
+fn poll_driver_serves_too() {
+    if !require_root("poll_driver_serves_too") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "io_driver = \"poll\"");
+    assert!(
+        sensor.stderr().contains("io driver: poll"),
+        "{}",
+        sensor.stderr()
+    );
+    let reply = ns.within(|| exchange(addr("127.0.0.1:25"), &[b"EHLO x\r\n"], SECS5));
+    assert_eq!(reply, b"127.0.0.1");
+    let recs = sensor.wait_records(1, SECS5);
+    assert_eq!(with_dport(&recs, 25).len(), 1);
+}
+
+#[test]
+fn bad_configs_exit_2_naming_the_key() {
+    let dir = temp_dir("badcfg");
+    let cases = [
+        ("port = 80\n", "name"),
+        ("name = \"x\"\nport = 99999\n", "port"),
+        (
+            "name = \"x\"\nport = 80\nrate_limit_burts = 5\n",
+            "rate_limit_burts",
+        ),
+        (
+            "name = \"x\"\nport = 80\ncert_path = \"c.pem\"\n",
+            "key_path",
+        ),
+        (
+            "name = \"x\"\nport = 80\n[loom]\nenabled = true\n",
+            "loom.url",
+        ),
+        ("name = \"x\"\nport = \"http\"\n", "port"),
+    ];
+    for (text, key) in cases {
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(bin())
+            .args(["--check", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{text}: {err}");
+        assert!(out.stdout.is_empty(), "diagnostics go to stderr only");
+    }
+    // The Go agent's `-config` and a good config.
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "name = \"x\"\nport = 80\n").unwrap();
+    let out = Command::new(bin())
+        .args(["--check", "-config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rate_limit_burst = 50000"));
+    let out = Command::new(bin())
+        .args(["--config", "/nonexistent/spip.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn repo_config_is_valid() {
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+    let out = Command::new(bin())
+        .args(["--check", "--config", cfg])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ip = \"127.0.0.1\"") && text.contains("log_file = \"\""),
+        "{text}"
+    );
+}
