@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Flood benchmark: spip against a minimal epoll baseline, same namespace setup, same run.
+#
+#   sudo benches/flood/run.sh [COUNT] [HOLD]      (defaults: 20000 connections, 5000 held)
+#
+# For each sensor and mode it prints the sensor's own CPU time per connection (utime+stime
+# from /proc/PID/stat, all threads), connections per second, and for spip the records written
+# against the connections completed. `hold` reports RSS per held idle connection.
+# Everything runs in a private network namespace on loopback; nothing leaves the machine.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+COUNT=${1:-20000}
+HOLD=${2:-5000}
+PORT=8080
+CONC=${CONC:-16}
+[ "$(id -u)" = 0 ] || { echo "run.sh: needs root (network namespace, iptables)" >&2; exit 2; }
+
+cargo build --release -q --bin spip-agent --example flood_loadgen --example flood_baseline
+BIN=target/release
+NS=spip-bench-$$
+WORK=$(mktemp -d)
+SENSOR_PID=
+cleanup() {
+    [ -n "$SENSOR_PID" ] && kill "$SENSOR_PID" 2>/dev/null || true
+    wait 2>/dev/null || true
+    ip netns del "$NS" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ip netns add "$NS"
+ip netns exec "$NS" ip link set lo up
+ip netns exec "$NS" iptables -t nat -A OUTPUT -p tcp -d 127.0.0.0/8 ! --dport $PORT -j REDIRECT --to-ports $PORT
+# Many short connections from one host: let TIME_WAIT sockets be reused by the generator.
+ip netns exec "$NS" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.core.somaxconn=65535
+
+TCK=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+lines() { [ -f "$1" ] && wc -l < "$1" || echo 0; }
+
+cat > "$WORK/spip.toml" <<EOF
+name = "bench"
+ip = "::"
+port = $PORT
+log_file = "$WORK/records.jsonl"
+read_timeout_seconds = 30
+session_timeout_seconds = 120
+rate_limit_per_second = 10000000
+rate_limit_burst = 10000000
+per_source_rate_per_second = 0
+max_connections = 200000
+stats_interval_seconds = 3600
+EOF
+
+start_sensor() { # name
+    if [ "$1" = spip ]; then
+        ip netns exec "$NS" "$BIN/spip-agent" --config "$WORK/spip.toml" 2>"$WORK/spip.err" &
+    else
+        ip netns exec "$NS" "$BIN/examples/flood_baseline" $PORT 2 2>"$WORK/baseline.err" &
+    fi
+    SENSOR_PID=$!
+    for _ in $(seq 100); do
+        ip netns exec "$NS" ss -ltnH | grep -q ":$PORT " && return 0
+        sleep 0.05
+    done
+    echo "sensor $1 did not start" >&2; exit 1
+}
+
+stop_sensor() {
+    kill -TERM "$SENSOR_PID"; wait "$SENSOR_PID" 2>/dev/null || true; SENSOR_PID=
+}
+
+declare -A RESULT
+flood() { # sensor mode
+    local sensor=$1 mode=$2 before after out completed cps us rec0 rec1
+    rec0=$(lines "$WORK/records.jsonl")
+    before=$(cpu_ticks "$SENSOR_PID")
+    out=$(ip netns exec "$NS" "$BIN/examples/flood_loadgen" --mode "$mode" --count "$COUNT" --concurrency "$CONC")
+    sleep 1.5 # let the sensor finish the last connections and flush
+    after=$(cpu_ticks "$SENSOR_PID")
+    completed=$(sed 's/.*"completed":\([0-9]*\).*/\1/' <<<"$out")
+    cps=$(sed 's/.*"conns_per_s":\([0-9]*\).*/\1/' <<<"$out")
+    us=$(awk -v a="$after" -v b="$before" -v t="$TCK" -v n="$completed" 'BEGIN { printf "%.1f", (a - b) * 1e6 / t / n }')
+    rec1=$(lines "$WORK/records.jsonl")
+    RESULT[$sensor,$mode,us]=$us
+    RESULT[$sensor,$mode,cps]=$cps
+    RESULT[$sensor,$mode,completed]=$completed
+    RESULT[$sensor,$mode,records]=$((rec1 - rec0))
+}
+
+hold() { # sensor
+    local sensor=$1 base during held
+    base=$(rss_kb "$SENSOR_PID")
+    ip netns exec "$NS" "$BIN/examples/flood_loadgen" --mode hold --count "$HOLD" --hold-secs 4 \
+        >"$WORK/hold.out" 2>"$WORK/hold.err" &
+    local gen=$!
+    for _ in $(seq 600); do grep -q HOLDING "$WORK/hold.err" 2>/dev/null && break; sleep 0.05; done
+    sleep 1
+    during=$(rss_kb "$SENSOR_PID")
+    held=$(awk '/HOLDING/ {print $2}' "$WORK/hold.err")
+    wait $gen || true
+    RESULT[$sensor,hold,bytes]=$(awk -v d="$during" -v b="$base" -v n="$held" 'BEGIN { printf "%.0f", (d - b) * 1024 / n }')
+    RESULT[$sensor,hold,held]=$held
+    sleep 1
+}
+
+for sensor in baseline spip; do
+    start_sensor $sensor
+    flood $sensor empty
+    flood $sensor payload
+    hold $sensor
+    stop_sensor
+done
+
+printf '\n%-9s %-8s %12s %10s %12s %12s\n' sensor mode "cpu_us/conn" "conns/s" completed records
+for mode in empty payload; do
+    for sensor in baseline spip; do
+        rec=${RESULT[$sensor,$mode,records]}; [ $sensor = baseline ] && rec=-
+        printf '%-9s %-8s %12s %10s %12s %12s\n' $sensor $mode "${RESULT[$sensor,$mode,us]}" \
+            "${RESULT[$sensor,$mode,cps]}" "${RESULT[$sensor,$mode,completed]}" "$rec"
+    done
+    awk -v s="${RESULT[spip,$mode,us]}" -v b="${RESULT[baseline,$mode,us]}" -v m=$mode \
+        'BEGIN { printf "ratio    %-8s %12.2fx\n", m, s / b }'
+done
+for sensor in baseline spip; do
+    printf '%-9s hold     %s bytes RSS per idle connection (%s held)\n' $sensor \
+        "${RESULT[$sensor,hold,bytes]}" "${RESULT[$sensor,hold,held]}"
+done
+lost=$(( RESULT[spip,empty,completed] + RESULT[spip,payload,completed] + RESULT[spip,hold,held] ))
+total=$(lines "$WORK/records.jsonl")
+echo "spip records: $total written for $lost connections completed (lost: $((lost - total)))"
+grep final_stats "$WORK/spip.err" || true
