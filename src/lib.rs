@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod fingerprint;
 pub mod json;
+pub mod loom;
 pub mod proto;
 pub mod record;
 pub mod server;
