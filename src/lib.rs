@@ -16,3 +16,4 @@ pub mod loom;
 pub mod proto;
 pub mod record;
 pub mod server;
+pub mod session;
