@@ -30,101 +30,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use crate::config::LoomConfig;
 use crate::json::JsonWriter;
-
-// TEMP until config.rs lands: identical to `crate::config::LoomConfig`; delete this block and
-// `use crate::config::LoomConfig;` instead.
-/// `[loom]` settings, already validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoomConfig {
-    pub enabled: bool,
-    pub url: String,
-    pub sensor_id: String,
-    pub token: String,
-    pub batch_size: usize,
-    pub flush_interval: std::time::Duration,
-    pub insecure_skip_verify: bool,
-    /// Memory budget for queued + retrying data, default 64 MiB.
-    pub max_pending_bytes: usize,
-}
-// end TEMP
-
-/// Default `[loom] max_pending_bytes`: 64 MiB.
-pub const DEFAULT_MAX_PENDING_BYTES: usize = 64 << 20;
-
-/// Parses a duration such as `"500ms"`, `"10s"`, `"1m"`, `"1h"`, `"1.5s"` or `"1m30s"`
-/// (Go's `time.ParseDuration` syntax without a sign; units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`).
-/// A bare number without a unit is an error. `"0s"` parses to zero: checking that a setting is
-/// positive is the caller's business.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let text = s.trim();
-    if text.is_empty() {
-        return Err("empty duration; expected e.g. \"10s\", \"500ms\", \"1m\"".into());
-    }
-    let mut rest = text;
-    let mut total_ns: u128 = 0;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num = &rest[..num_len];
-        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-            return Err(format!(
-                "invalid duration {s:?}; expected a number and a unit, e.g. \"10s\", \"500ms\", \"1m\""
-            ));
-        }
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let unit_ns: u128 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            "" => {
-                return Err(format!(
-                    "invalid duration {s:?}: missing unit (ns, us, ms, s, m, h), e.g. \"{num}s\""
-                ));
-            }
-            other => {
-                return Err(format!(
-                    "invalid duration {s:?}: unknown unit {other:?} (use ns, us, ms, s, m, h)"
-                ));
-            }
-        };
-        let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
-        let int: u128 = if int_part.is_empty() {
-            0
-        } else {
-            int_part
-                .parse()
-                .map_err(|_| format!("invalid duration {s:?}: number too large"))?
-        };
-        let mut ns = int
-            .checked_mul(unit_ns)
-            .ok_or_else(|| format!("invalid duration {s:?}: too large"))?;
-        // Fraction: digit by digit, exact to the nanosecond for every unit.
-        let mut scale = unit_ns;
-        for d in frac_part.bytes() {
-            scale /= 10;
-            if scale == 0 {
-                break;
-            }
-            ns += u128::from(d - b'0') * scale;
-        }
-        total_ns = total_ns
-            .checked_add(ns)
-            .ok_or_else(|| format!("invalid duration {s:?}: too large"))?;
-    }
-    let secs = u64::try_from(total_ns / 1_000_000_000)
-        .map_err(|_| format!("invalid duration {s:?}: too large"))?;
-    Ok(Duration::new(secs, (total_ns % 1_000_000_000) as u32))
-}
 
 /// Loom counters, shared with the periodic stats line.
 #[derive(Debug, Default)]
@@ -717,36 +624,6 @@ fn wait<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        let ok = |s: &str, d: Duration| assert_eq!(parse_duration(s), Ok(d), "{s}");
-        ok("500ms", Duration::from_millis(500));
-        ok("10s", Duration::from_secs(10));
-        ok("1m", Duration::from_secs(60));
-        ok("1h", Duration::from_secs(3600));
-        ok("1.5s", Duration::from_millis(1500));
-        ok("1m30s", Duration::from_secs(90));
-        ok("250us", Duration::from_micros(250));
-        ok("7ns", Duration::from_nanos(7));
-        ok(" 2s ", Duration::from_secs(2));
-        ok("0s", Duration::ZERO);
-        ok(".5h", Duration::from_secs(1800));
-        for bad in [
-            "",
-            "10",
-            "s",
-            "1x",
-            "-1s",
-            "1.2.3s",
-            "ten seconds",
-            "1 s",
-            "99999999999999999999h",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} should fail");
-        }
-        assert!(parse_duration("10").unwrap_err().contains("missing unit"));
-    }
 
     #[test]
     fn stats_members() {

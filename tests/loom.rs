@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::http_server::{Action, Request, TestServer};
-use spip::loom::{Loom, LoomConfig, LoomCounters, LoomTuning};
+use spip::config::LoomConfig;
+use spip::loom::{Loom, LoomCounters, LoomTuning};
 
 fn cfg(url: &str, batch_size: usize, flush: Duration) -> LoomConfig {
     LoomConfig {

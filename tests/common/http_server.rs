@@ -73,6 +73,10 @@ struct Inner {
     stop: AtomicBool,
     /// Connections accepted.
     connections: AtomicUsize,
+    /// False: requests are counted but not kept (benchmarks).
+    keep: AtomicBool,
+    /// Requests seen (kept or not).
+    seen: AtomicUsize,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -120,6 +124,8 @@ impl TestServer {
             default: Mutex::new(Action::status(200)),
             stop: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
+            keep: AtomicBool::new(true),
+            seen: AtomicUsize::new(0),
             tls,
         });
         let inner2 = inner.clone();
@@ -182,6 +188,16 @@ impl TestServer {
 
     pub fn request_count(&self) -> usize {
         self.inner.requests.lock().unwrap().len()
+    }
+
+    /// Keep (default) or forget request bodies; forgotten ones still count in `seen`.
+    pub fn keep_requests(&self, keep: bool) {
+        self.inner.keep.store(keep, Ordering::SeqCst);
+    }
+
+    /// Requests received, kept or not.
+    pub fn seen(&self) -> usize {
+        self.inner.seen.load(Ordering::SeqCst)
     }
 
     pub fn connection_count(&self) -> usize {
@@ -256,7 +272,10 @@ fn serve<S: Read + Write>(inner: &Inner, s: S) {
                 .pop_front()
                 .unwrap_or_else(|| inner.default.lock().unwrap().clone())
         };
-        inner.requests.lock().unwrap().push(req);
+        inner.seen.fetch_add(1, Ordering::SeqCst);
+        if inner.keep.load(Ordering::SeqCst) {
+            inner.requests.lock().unwrap().push(req);
+        }
         let (status, headers) = match action {
             Action::Respond { status, headers } => (status, headers),
             Action::Delay(d, status) => {
