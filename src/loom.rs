@@ -220,6 +220,8 @@ impl Loom {
             rng: seed(),
             said_status: Vec::new(),
             failing_since: None,
+            dropped_mark: 0,
+            said_over_budget: false,
         };
         let thread = std::thread::Builder::new()
             .name("spip-loom".into())
@@ -409,6 +411,10 @@ struct Worker {
     said_status: Vec<u16>,
     /// Start of the current run of failures (for one "failing"/"recovered" message per outage).
     failing_since: Option<(Instant, u64)>,
+    /// `records_dropped` after the last answer from Loom (drops beyond it are over-budget drops).
+    dropped_mark: u64,
+    /// Over-budget drops already said for the current outage.
+    said_over_budget: bool,
 }
 
 impl Worker {
@@ -428,6 +434,11 @@ impl Worker {
                     let lost: usize = st.queue.drain(..).map(|b| b.records).sum();
                     st.pending_bytes = 0;
                     sh.drop_records(lost);
+                    if lost > 0 {
+                        eprintln!(
+                            "spip: loom: shutdown: {lost} records not delivered (counted as dropped)"
+                        );
+                    }
                     break;
                 }
             }
@@ -484,6 +495,8 @@ impl Worker {
                         .fetch_add(batch.records as u64, Ordering::Relaxed);
                     backoff = self.tuning.backoff_min;
                     retry_at = None;
+                    self.dropped_mark = c.records_dropped.load(Ordering::Relaxed);
+                    self.said_over_budget = false;
                     if let Some((since, failures)) = self.failing_since.take() {
                         eprintln!(
                             "spip: loom: delivering again after {failures} failed attempts over {:.1}s",
@@ -495,6 +508,7 @@ impl Worker {
                     st.pending_bytes -= batch.body.len();
                     sh.counters.http_errors.fetch_add(1, Ordering::Relaxed);
                     sh.drop_records(batch.records);
+                    self.dropped_mark = sh.counters.records_dropped.load(Ordering::Relaxed);
                     if !self.said_status.contains(&status) {
                         self.said_status.push(status);
                         eprintln!("{}", reject_message(status, &reason, batch.records));
@@ -521,6 +535,15 @@ impl Worker {
                                 sh.max_pending_bytes
                             );
                         }
+                    }
+                    if !self.said_over_budget
+                        && c.records_dropped.load(Ordering::Relaxed) > self.dropped_mark
+                    {
+                        self.said_over_budget = true;
+                        eprintln!(
+                            "spip: loom: max_pending_bytes ({} bytes) full while Loom is unreachable; dropping the oldest records (counted in loom_dropped)",
+                            sh.max_pending_bytes
+                        );
                     }
                     // Back at the head: the budget drops it first if Loom stays away.
                     st.queue.push_front(batch);
