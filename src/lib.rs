@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod json;
 pub mod limits;
 pub mod output;
+pub mod loom;
 pub mod proto;
 pub mod record;
 pub mod server;

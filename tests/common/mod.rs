@@ -5,6 +5,8 @@
 //! call [`require_root`] and skip with a printed reason when not root.
 #![allow(dead_code)]
 
+pub mod http_server;
+
 use serde_json::Value;
 use std::fs::File;
 use std::io::{Read, Write};
