@@ -675,3 +675,14 @@ mod tests {
         );
     }
 }
+
+/// The record writer hands every line it wrote locally to Loom.
+impl crate::output::LineConsumer for Loom {
+    fn consume(&mut self, line: &[u8]) {
+        self.offer(line);
+    }
+
+    fn finish(self: Box<Self>, deadline: Duration) {
+        (*self).shutdown(deadline);
+    }
+}

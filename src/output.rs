@@ -191,7 +191,8 @@ impl Writer {
             }
         }
         if let Some(consumer) = self.consumer.take() {
-            consumer.finish(Duration::from_secs(10));
+            // Bounded: SIGTERM must end the process even when Loom is unreachable.
+            consumer.finish(Duration::from_secs(5));
         }
     }
 

@@ -14,7 +14,11 @@ use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 const SO_ORIGINAL_DST: libc::c_int = 80;
 
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
 }
 
 fn listener(port: u16) -> io::Result<RawFd> {
@@ -33,7 +37,10 @@ fn serve(port: u16) -> io::Result<()> {
     // SAFETY: plain epoll syscalls on descriptors this thread owns.
     unsafe {
         let ep = check(libc::epoll_create1(0))?;
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: lfd as u64 };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: lfd as u64,
+        };
         check(libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, lfd, &mut ev))?;
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         let mut buf = [0u8; 4096];
@@ -48,14 +55,28 @@ fn serve(port: u16) -> io::Result<()> {
                     loop {
                         let mut addr = MaybeUninit::<libc::sockaddr_in6>::zeroed();
                         let mut alen = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-                        let c = libc::accept4(lfd, addr.as_mut_ptr().cast(), &mut alen, libc::SOCK_NONBLOCK);
+                        let c = libc::accept4(
+                            lfd,
+                            addr.as_mut_ptr().cast(),
+                            &mut alen,
+                            libc::SOCK_NONBLOCK,
+                        );
                         if c < 0 {
                             break;
                         }
                         let mut od = MaybeUninit::<libc::sockaddr_in>::zeroed();
                         let mut olen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                        libc::getsockopt(c, libc::SOL_IP, SO_ORIGINAL_DST, od.as_mut_ptr().cast(), &mut olen);
-                        let mut cev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: c as u64 };
+                        libc::getsockopt(
+                            c,
+                            libc::SOL_IP,
+                            SO_ORIGINAL_DST,
+                            od.as_mut_ptr().cast(),
+                            &mut olen,
+                        );
+                        let mut cev = libc::epoll_event {
+                            events: libc::EPOLLIN as u32,
+                            u64: c as u64,
+                        };
                         libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, c, &mut cev);
                     }
                 } else {
@@ -67,7 +88,10 @@ fn serve(port: u16) -> io::Result<()> {
                         libc::getpeername(fd, peer.as_mut_ptr().cast(), &mut plen);
                         let p = peer.assume_init();
                         let ip = std::net::Ipv6Addr::from(p.sin6_addr.s6_addr);
-                        let ip = ip.to_ipv4_mapped().map(|v4: Ipv4Addr| v4.to_string()).unwrap_or(ip.to_string());
+                        let ip = ip
+                            .to_ipv4_mapped()
+                            .map(|v4: Ipv4Addr| v4.to_string())
+                            .unwrap_or(ip.to_string());
                         let reply = format!(
                             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{ip}",
                             ip.len()

@@ -26,7 +26,13 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { mode: "empty".into(), count: 20_000, concurrency: 32, hold_secs: 10, dest: Ipv4Addr::LOCALHOST };
+    let mut a = Args {
+        mode: "empty".into(),
+        count: 20_000,
+        concurrency: 32,
+        hold_secs: 10,
+        dest: Ipv4Addr::LOCALHOST,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
@@ -56,12 +62,17 @@ fn connect(i: usize, dest: Ipv4Addr) -> std::io::Result<Socket> {
     // Any port but the sensor's own (REDIRECT sends the rest to it).
     let port = 1 + (i % 60_000) as u16;
     let port = if port == 8080 { 8081 } else { port };
-    s.connect_timeout(&SockAddr::from(SocketAddr::V4(SocketAddrV4::new(dest, port))), Duration::from_secs(5))?;
+    s.connect_timeout(
+        &SockAddr::from(SocketAddr::V4(SocketAddrV4::new(dest, port))),
+        Duration::from_secs(5),
+    )?;
     Ok(s)
 }
 
 fn one(i: usize, mode: &str, dest: Ipv4Addr) -> bool {
-    let Ok(s) = connect(i, dest) else { return false };
+    let Ok(s) = connect(i, dest) else {
+        return false;
+    };
     match mode {
         "empty" => {
             let _ = s.set_linger(Some(Duration::ZERO));
@@ -83,10 +94,12 @@ fn one(i: usize, mode: &str, dest: Ipv4Addr) -> bool {
                     Ok(n) => {
                         got += n;
                         let text = &buf[..got];
-                        if text.starts_with(b"HTTP/1.1 200") && text.windows(4).any(|w| w == b"\r\n\r\n")
+                        if text.starts_with(b"HTTP/1.1 200")
+                            && text.windows(4).any(|w| w == b"\r\n\r\n")
                             && text.ends_with(source(i).to_string().as_bytes())
                         {
-                            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                            let _ =
+                                socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
                             break true;
                         }
                         if got == buf.len() {
@@ -128,7 +141,12 @@ fn main() {
     } else {
         let threads: Vec<_> = (0..args.concurrency)
             .map(|_| {
-                let (next, done, failed, mode) = (next.clone(), done.clone(), failed.clone(), args.mode.clone());
+                let (next, done, failed, mode) = (
+                    next.clone(),
+                    done.clone(),
+                    failed.clone(),
+                    args.mode.clone(),
+                );
                 let (count, dest) = (args.count, args.dest);
                 std::thread::spawn(move || {
                     loop {

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -129,12 +129,23 @@ impl TestServer {
             tls,
         });
         let inner2 = inner.clone();
+        // Non-blocking accept polled every 10 ms: stop() needs no wake-up connection (which
+        // could not reach a listener that lives in another network namespace).
+        listener.set_nonblocking(true).unwrap();
         let accept = thread::spawn(move || {
-            for conn in listener.incoming() {
+            loop {
                 if inner2.stop.load(Ordering::SeqCst) {
                     break;
                 }
-                let Ok(conn) = conn else { continue };
+                let conn = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let _ = conn.set_nonblocking(false);
                 inner2.connections.fetch_add(1, Ordering::SeqCst);
                 let inner3 = inner2.clone();
                 thread::spawn(move || {
@@ -209,7 +220,6 @@ impl TestServer {
         if self.inner.stop.swap(true, Ordering::SeqCst) {
             return;
         }
-        let _ = TcpStream::connect(self.addr); // wake the accept loop
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }

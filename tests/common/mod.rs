@@ -109,6 +109,28 @@ impl Netns {
         ns
     }
 
+    /// Exempts `port` from the REDIRECT (for a helper server of the test, such as Loom).
+    pub fn keep_port(&self, port: u16) {
+        for (tool, dst) in [("iptables", "127.0.0.0/8"), ("ip6tables", "::1")] {
+            self.run(&[
+                tool,
+                "-t",
+                "nat",
+                "-I",
+                "OUTPUT",
+                "1",
+                "-p",
+                "tcp",
+                "-d",
+                dst,
+                "--dport",
+                &port.to_string(),
+                "-j",
+                "RETURN",
+            ]);
+        }
+    }
+
     /// `ip netns exec NAME args...`, asserting success.
     pub fn run(&self, args: &[&str]) -> Output {
         run_ok(&mut self.cmd(args))
@@ -339,6 +361,18 @@ pub fn exchange(addr: SocketAddr, pieces: &[&[u8]], read_for: Duration) -> Vec<u
         }
     }
     reply
+}
+
+/// Connects, sends `payload`, and returns the first bytes of the reply (empty on timeout).
+pub fn probe(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.write_all(payload).expect("send");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    match s.read(&mut buf) {
+        Ok(n) => buf[..n].to_vec(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Records whose `destination.port` is `port`.

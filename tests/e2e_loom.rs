@@ -1,0 +1,110 @@
+//! End-to-end: the real sensor shipping its records to a real HTTP server (the test's Loom),
+//! both inside a private network namespace.
+
+mod common;
+
+use common::http_server::{Action, TestServer};
+use common::*;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+fn loom_config(port: u16, batch: usize, flush: &str) -> String {
+    format!(
+        "[loom]\nenabled = true\nurl = \"http://127.0.0.1:{port}/ingest\"\nsensor_id = \"sensor-e2e\"\n\
+         token = \"tok\"\nbatch_size = {batch}\nflush_interval = \"{flush}\"\n"
+    )
+}
+
+fn poke(ns: &Netns, n: u16) {
+    ns.within(move || {
+        for i in 0..n {
+            let dst = SocketAddr::from(([127, 0, 0, 1], 1000 + i));
+            assert_eq!(probe(dst, format!("probe {i}\n").as_bytes()), b"127.0.0.1");
+        }
+    });
+}
+
+fn shipped(server: &TestServer) -> Vec<serde_json::Value> {
+    server
+        .requests()
+        .iter()
+        .flat_map(|r| {
+            serde_json::from_slice::<Vec<serde_json::Value>>(&r.body).expect("a JSON array")
+        })
+        .collect()
+}
+
+#[test]
+fn records_reach_loom_with_the_go_agent_headers() {
+    if !require_root("records_reach_loom_with_the_go_agent_headers") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let server = ns.within(TestServer::start);
+    ns.keep_port(server.port());
+    let sensor = Sensor::start(&ns, &loom_config(server.port(), 5, "500ms"));
+    poke(&ns, 12);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shipped(&server).len() < 12 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let recs = shipped(&server);
+    assert_eq!(recs.len(), 12);
+    let req = &server.requests()[0];
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    assert_eq!(req.header("x-spip-id"), Some("sensor-e2e"));
+    assert_eq!(req.header("authorization"), Some("Bearer tok"));
+    // Loom gets exactly what the local log has.
+    let local = sensor.records();
+    assert_eq!(local.len(), 12);
+    let mut a: Vec<_> = local.iter().map(|r| r["event"]["id"].to_string()).collect();
+    let mut b: Vec<_> = recs.iter().map(|r| r["event"]["id"].to_string()).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn sigterm_flushes_loom_queue() {
+    if !require_root("sigterm_flushes_loom_queue") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let server = ns.within(TestServer::start);
+    ns.keep_port(server.port());
+    let mut sensor = Sensor::start(&ns, &loom_config(server.port(), 1000, "1h"));
+    poke(&ns, 3);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        server.request_count(),
+        0,
+        "the batch is not full and the interval is long"
+    );
+    let (code, stderr) = sensor.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(shipped(&server).len(), 3, "{stderr}");
+    assert!(stderr.contains("\"loom_records\":3"), "{stderr}");
+}
+
+#[test]
+fn stalled_loom_does_not_slow_capture() {
+    if !require_root("stalled_loom_does_not_slow_capture") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let server = ns.within(TestServer::start);
+    ns.keep_port(server.port());
+    server.set_default(Action::Stall);
+    let sensor = Sensor::start(&ns, &loom_config(server.port(), 10, "200ms"));
+    let t0 = Instant::now();
+    poke(&ns, 200);
+    let took = t0.elapsed();
+    let local = sensor.wait_records(200, Duration::from_secs(10));
+    assert_eq!(
+        local.len(),
+        200,
+        "the local log is complete while Loom fails"
+    );
+    assert!(took < Duration::from_secs(10), "capture took {took:?}");
+    assert!(server.request_count() >= 1);
+}
