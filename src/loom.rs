@@ -644,6 +644,17 @@ fn wait<'a>(
     }
 }
 
+/// The record writer hands every line it wrote locally to Loom.
+impl crate::output::LineConsumer for Loom {
+    fn consume(&mut self, line: &[u8]) {
+        self.offer(line);
+    }
+
+    fn finish(self: Box<Self>, deadline: Duration) {
+        (*self).shutdown(deadline);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -673,16 +684,5 @@ mod tests {
             m,
             "spip: loom: POST rejected with 401 Unauthorized; dropping batch (50 records); check [loom] token and sensor_id"
         );
-    }
-}
-
-/// The record writer hands every line it wrote locally to Loom.
-impl crate::output::LineConsumer for Loom {
-    fn consume(&mut self, line: &[u8]) {
-        self.offer(line);
-    }
-
-    fn finish(self: Box<Self>, deadline: Duration) {
-        (*self).shutdown(deadline);
     }
 }
