@@ -9,22 +9,85 @@ use crate::analysis::analyze;
 use crate::fingerprint::community_id::community_id_v1;
 use crate::record::{CloseReason, ConnMeta, TurnMeta, write_record};
 use crate::session::{After, Framing, Session, TurnKind};
+use compio::driver::BufferRef;
 use compio::io::{AsyncReadManaged, AsyncWriteExt};
 use compio::net::TcpStream;
+use futures_util::future::{Either, select};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::pin::pin;
 use std::rc::Rc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Read size when the provided-buffer pool is exhausted.
 const FALLBACK_READ: usize = 4096;
 
+/// What one wait for client bytes ended with.
+enum ReadOutcome {
+    Pooled(BufferRef),
+    Owned(Vec<u8>),
+    Eof,
+    Reset,
+    TimedOut,
+}
+
+/// Waits up to `wait` for at most `room` client bytes.
+///
+/// This future is what an idle connection holds, so it is kept small: the pooled read and its
+/// timer side by side (no `select!` machinery), and the rare fallback read in a box.
+async fn read_some(stream: &mut TcpStream, room: usize, wait: Duration) -> ReadOutcome {
+    let result = {
+        let read = pin!(stream.read_managed(room));
+        let timer = pin!(compio::time::sleep(wait));
+        match select(read, timer).await {
+            Either::Left((result, _)) => result,
+            Either::Right(_) => return ReadOutcome::TimedOut,
+        }
+    };
+    match result {
+        Ok(Some(buf)) if !buf.is_empty() => ReadOutcome::Pooled(buf),
+        Ok(_) => ReadOutcome::Eof,
+        // Every pooled buffer is in use: read into our own this once.
+        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+            Box::pin(read_owned(stream, room, wait)).await
+        }
+        Err(_) => ReadOutcome::Reset,
+    }
+}
+
+async fn read_owned(stream: &mut TcpStream, room: usize, wait: Duration) -> ReadOutcome {
+    let own = Vec::with_capacity(room.min(FALLBACK_READ));
+    match compio::time::timeout(wait, compio::io::AsyncRead::read(stream, own)).await {
+        Err(_elapsed) => ReadOutcome::TimedOut,
+        Ok(compio::BufResult(Ok(n), own)) if n > 0 => ReadOutcome::Owned(own),
+        Ok(compio::BufResult(Ok(_), _)) => ReadOutcome::Eof,
+        Ok(compio::BufResult(Err(_), _)) => ReadOutcome::Reset,
+    }
+}
+
 /// Serves an admitted connection to the end.
+///
+/// Most connections wait silently (or never send anything), so the first wait holds only the
+/// socket and a few words; everything else is built, in a box, once that wait is over.
 pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
-    let cfg = &worker.shared.cfg;
-    let fd = stream.as_raw_fd();
     let started = SystemTime::now();
     let t0 = Instant::now();
+    let cfg = &worker.shared.cfg;
+    let wait = cfg.read_timeout.min(cfg.session_timeout);
+    let first = read_some(&mut stream, cfg.max_payload_bytes, wait).await;
+    Box::pin(serve_rest(worker, stream, peer, started, t0, first)).await;
+}
+
+async fn serve_rest(
+    worker: Rc<Worker>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    started: SystemTime,
+    t0: Instant,
+    first: ReadOutcome,
+) {
+    let cfg = &worker.shared.cfg;
+    let fd = stream.as_raw_fd();
     let deadline = t0 + cfg.session_timeout;
 
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
@@ -63,39 +126,34 @@ pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) 
         reply: Vec::new(),
     };
 
+    let mut outcome = Some(first);
     let close = loop {
         let now = Instant::now();
-        if now >= deadline {
-            break CloseReason::SessionTimeout;
-        }
-        let room = conn.cap - conn.received;
-        if room == 0 {
-            break CloseReason::PayloadCap;
-        }
-        let session_left = deadline - now;
-        let wait = cfg.read_timeout.min(session_left);
+        let session_left = deadline.saturating_duration_since(now);
         let timeout_reason = if session_left <= cfg.read_timeout {
             CloseReason::SessionTimeout
         } else {
             CloseReason::ReadTimeout
         };
-        let after = match compio::time::timeout(wait, stream.read_managed(room)).await {
-            Err(_elapsed) => break timeout_reason,
-            Ok(Ok(Some(buf))) if !buf.is_empty() => conn.on_bytes(&buf),
-            Ok(Ok(_)) => break conn.eof_reason(),
-            Ok(Err(e)) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                // Every pooled buffer is in use: read into our own this once.
-                let own = Vec::with_capacity(room.min(FALLBACK_READ));
-                match compio::time::timeout(wait, compio::io::AsyncRead::read(&mut stream, own))
-                    .await
-                {
-                    Err(_elapsed) => break timeout_reason,
-                    Ok(compio::BufResult(Ok(n), own)) if n > 0 => conn.on_bytes(&own),
-                    Ok(compio::BufResult(Ok(_), _)) => break conn.eof_reason(),
-                    Ok(compio::BufResult(Err(_), _)) => break CloseReason::Reset,
+        let read = match outcome.take() {
+            Some(first) => first,
+            None => {
+                if session_left.is_zero() {
+                    break CloseReason::SessionTimeout;
                 }
+                let room = conn.cap - conn.received;
+                if room == 0 {
+                    break CloseReason::PayloadCap;
+                }
+                read_some(&mut stream, room, cfg.read_timeout.min(session_left)).await
             }
-            Ok(Err(_)) => break CloseReason::Reset,
+        };
+        let after = match read {
+            ReadOutcome::Pooled(buf) => conn.on_bytes(&buf),
+            ReadOutcome::Owned(buf) => conn.on_bytes(&buf),
+            ReadOutcome::Eof => break conn.eof_reason(),
+            ReadOutcome::Reset => break CloseReason::Reset,
+            ReadOutcome::TimedOut => break timeout_reason,
         };
         if !conn.reply.is_empty() {
             let reply = std::mem::take(&mut conn.reply);
