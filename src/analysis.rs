@@ -1,1 +1,228 @@
-//! Per-turn analysis.
+//! What one client turn yields as record fields.
+//!
+//! [`analyze`] runs the parsers over a turn's bytes (borrowed, nothing copied); the `write_*`
+//! methods put the results at their record paths. Records ([`crate::record`]) and
+//! `spip-agent inspect` both go through here, so a payload always yields the same fields.
+
+use crate::json::JsonWriter;
+use crate::proto::http::{self, Head, RequestHead};
+use crate::session::{Framing, Session, TurnKind};
+
+/// Distinct header names written under `http.request.headers`; the rest are counted.
+const MAX_HEADERS_WRITTEN: usize = 64;
+
+/// The parsed view of one turn.
+pub struct Analysis<'a> {
+    pub payload: &'a [u8],
+    pub kind: TurnKind,
+    pub http: Option<HttpRequest<'a>>,
+}
+
+/// An HTTP request: head plus the body bytes that came with it (up to the payload cap).
+pub struct HttpRequest<'a> {
+    pub head: RequestHead<'a>,
+    pub body: &'a [u8],
+}
+
+/// Analyzes a turn whose kind the session already determined.
+pub fn analyze(payload: &[u8], kind: TurnKind) -> Analysis<'_> {
+    let http = match kind {
+        TurnKind::Http => match http::parse_request_head(payload) {
+            Head::Complete(head) => Some(HttpRequest {
+                head,
+                body: payload.get(head.head_len..).unwrap_or_default(),
+            }),
+            _ => None,
+        },
+        _ => None,
+    };
+    Analysis {
+        payload,
+        kind,
+        http,
+    }
+}
+
+/// Analyzes a payload of unknown kind (for `inspect`): frames it as the first turn would be.
+pub fn analyze_payload(payload: &[u8]) -> Analysis<'_> {
+    let kind = match Session::new().frame(payload, usize::MAX) {
+        Framing::Complete { kind, .. } => kind,
+        Framing::NeedMore => Session::new().frame(payload, payload.len()).kind_or_other(),
+    };
+    analyze(payload, kind)
+}
+
+impl Framing {
+    fn kind_or_other(self) -> TurnKind {
+        match self {
+            Framing::Complete { kind, .. } => kind,
+            Framing::NeedMore => TurnKind::Other,
+        }
+    }
+}
+
+impl Analysis<'_> {
+    /// `network.protocol`.
+    pub fn protocol(&self) -> Option<&'static str> {
+        match self.kind {
+            TurnKind::Http if self.http.is_some() => Some("http"),
+            TurnKind::SshBanner | TurnKind::SshPacket => Some("ssh"),
+            TurnKind::TlsHandshake => Some("tls"),
+            _ => None,
+        }
+    }
+
+    /// Members inside `event`: the payload as text (when not HTTP) and as exact hex.
+    pub fn write_event_fields(&self, w: &mut JsonWriter) {
+        if self.http.is_none() {
+            w.str("summary", self.payload);
+        }
+        w.hex("original_payload_hex", self.payload);
+    }
+
+    /// Top-level protocol objects: `http`, `url`, `user_agent` (and, with the fingerprint
+    /// library, `tls` and `ssh`).
+    pub fn write_protocol_objects(&self, w: &mut JsonWriter) {
+        if let Some(req) = &self.http {
+            write_http(w, req);
+        }
+    }
+
+    /// Members inside `spip` that come from the payload.
+    pub fn write_spip_fields(&self, w: &mut JsonWriter) {
+        if let Some(req) = &self.http {
+            let distinct = distinct_header_count(&req.head);
+            if distinct > MAX_HEADERS_WRITTEN {
+                w.u64(
+                    "http_headers_omitted",
+                    (distinct - MAX_HEADERS_WRITTEN) as u64,
+                );
+            }
+        }
+    }
+}
+
+fn write_http(w: &mut JsonWriter, req: &HttpRequest<'_>) {
+    let head = &req.head;
+    w.begin_object("http");
+    w.begin_object("request");
+    w.str("method", head.method);
+    w.begin_object("headers");
+    let mut written = 0;
+    for (i, (name, _)) in head.headers().enumerate() {
+        // One member per distinct name (first occurrence), repeats joined with ", ".
+        if head
+            .headers()
+            .take(i)
+            .any(|(earlier, _)| earlier.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        if written == MAX_HEADERS_WRITTEN {
+            break;
+        }
+        written += 1;
+        let values = head
+            .headers()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v);
+        w.str_parts_lower_key(name, values);
+    }
+    w.end_object();
+    if !req.body.is_empty() {
+        w.begin_object("body");
+        w.str("content", req.body);
+        w.u64("bytes", req.body.len() as u64);
+        w.end_object();
+    }
+    w.end_object(); // request
+    w.str("version", head.version_number());
+    w.end_object(); // http
+
+    w.begin_object("url");
+    let (path, query) = head.path_and_query();
+    w.str("original", head.target);
+    w.str("path", path);
+    if let Some(q) = query {
+        w.str("query", q);
+    }
+    if let Some(host) = head.header(b"host").filter(|h| !h.is_empty()) {
+        let (domain, port) = http::split_host_port(host);
+        if !domain.is_empty() {
+            w.str("domain", domain);
+        }
+        if let Some(p) = port {
+            w.u64("port", u64::from(p));
+        }
+    }
+    w.end_object();
+
+    if let Some(ua) = head.header(b"user-agent").filter(|v| !v.is_empty()) {
+        w.begin_object("user_agent");
+        w.str("original", ua);
+        w.end_object();
+    }
+}
+
+fn distinct_header_count(head: &RequestHead<'_>) -> usize {
+    head.headers()
+        .enumerate()
+        .filter(|(i, (name, _))| {
+            !head
+                .headers()
+                .take(*i)
+                .any(|(e, _)| e.eq_ignore_ascii_case(name))
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(payload: &[u8]) -> serde_json::Value {
+        let a = analyze_payload(payload);
+        let mut out = Vec::new();
+        let mut w = JsonWriter::new(&mut out);
+        w.begin();
+        w.begin_object("event");
+        a.write_event_fields(&mut w);
+        w.end_object();
+        a.write_protocol_objects(&mut w);
+        w.finish();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn http_fields() {
+        let v = fields(
+            b"POST /login?next=%2F HTTP/1.1\r\nHost: [2001:db8::1]:8443\r\nUser-Agent: curl/8.5\r\n\
+              X-A: 1\r\nx-a: 2\r\nContent-Length: 3\r\n\r\nabc",
+        );
+        assert_eq!(v["http"]["request"]["method"], "POST");
+        assert_eq!(v["http"]["request"]["headers"]["x-a"], "1, 2");
+        assert_eq!(v["http"]["request"]["headers"]["user-agent"], "curl/8.5");
+        assert_eq!(v["http"]["request"]["body"]["content"], "abc");
+        assert_eq!(v["http"]["request"]["body"]["bytes"], 3);
+        assert_eq!(v["http"]["version"], "1.1");
+        assert_eq!(v["url"]["path"], "/login");
+        assert_eq!(v["url"]["query"], "next=%2F");
+        assert_eq!(v["url"]["domain"], "2001:db8::1");
+        assert_eq!(v["url"]["port"], 8443);
+        assert_eq!(v["user_agent"]["original"], "curl/8.5");
+        assert!(v["event"].get("summary").is_none());
+        assert!(
+            v["event"]["original_payload_hex"]
+                .as_str()
+                .unwrap()
+                .starts_with("504f5354")
+        );
+    }
+
+    #[test]
+    fn binary_payload_is_summary_and_exact_hex() {
+        let v = fields(b"\x00\xff\"\\\x1b[0m");
+        assert_eq!(v["event"]["original_payload_hex"], "00ff225c1b5b306d");
+        assert_eq!(v["event"]["summary"], "\u{0}\u{FFFD}\"\\\u{1b}[0m");
+    }
+}

@@ -1,1 +1,678 @@
-//! Configuration.
+//! Configuration: the Go agent's TOML keys plus spip's own, validated up front.
+//!
+//! Every error names the key and says what is wrong; unknown keys are errors so a typo never
+//! passes silently. Numeric Spip keys treat 0 (or absence) as "use the default", as Spip does.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default SSH server banner: what a stock Debian 12 OpenSSH sends.
+pub const DEFAULT_SSH_BANNER: &str = "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3";
+
+/// A configuration problem, naming the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "`{}`: {}", self.key, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// The validated, effective settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub ip: IpAddr,
+    pub port: u16,
+    /// Both set = TLS mode (resolved against the config file's folder).
+    pub tls: Option<TlsFiles>,
+    /// None = stdout.
+    pub log_file: Option<PathBuf>,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    pub community_id_seed: u16,
+
+    /// Worker threads, one listener each (0 in the file = one per core).
+    pub threads: usize,
+    /// Live connections across all threads; over it a new connection is closed at once.
+    pub max_connections: usize,
+    /// New connections per second allowed from one source IP (0 = unlimited).
+    pub per_source_rate_per_second: u32,
+    pub per_source_burst: u32,
+    /// Client bytes kept per connection; reaching it ends the connection.
+    pub max_payload_bytes: usize,
+    /// Whole-connection deadline, not reset by activity.
+    pub session_timeout: Duration,
+    /// TLS handshake deadline (TLS mode).
+    pub handshake_timeout: Duration,
+    pub ssh_banner: String,
+    /// Record connections that send nothing (scan telemetry).
+    pub log_empty_connections: bool,
+    /// Records waiting for the writer; beyond it records are dropped and counted.
+    pub output_queue_records: usize,
+    pub stats_interval: Duration,
+    /// On SIGTERM, how long live connections may go on.
+    pub shutdown_grace: Duration,
+
+    pub loom: LoomConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+/// `[loom]`: validated only when enabled.
+#[derive(Debug, Clone)]
+pub struct LoomConfig {
+    pub enabled: bool,
+    pub url: String,
+    pub sensor_id: String,
+    pub token: String,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub insecure_skip_verify: bool,
+    /// Memory budget for queued and retrying batches.
+    pub max_pending_bytes: usize,
+}
+
+impl Default for LoomConfig {
+    fn default() -> Self {
+        LoomConfig {
+            enabled: false,
+            url: String::new(),
+            sensor_id: String::new(),
+            token: String::new(),
+            batch_size: 50,
+            flush_interval: Duration::from_secs(10),
+            insecure_skip_verify: false,
+            max_pending_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The file as written: every key optional so that we, not serde, say what is missing.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    name: Option<String>,
+    ip: Option<String>,
+    port: Option<i64>,
+    cert_path: Option<String>,
+    key_path: Option<String>,
+    log_file: Option<String>,
+    read_timeout_seconds: Option<i64>,
+    write_timeout_seconds: Option<i64>,
+    rate_limit_per_second: Option<i64>,
+    rate_limit_burst: Option<i64>,
+    community_id_seed: Option<i64>,
+    threads: Option<i64>,
+    max_connections: Option<i64>,
+    per_source_rate_per_second: Option<i64>,
+    per_source_burst: Option<i64>,
+    max_payload_bytes: Option<i64>,
+    session_timeout_seconds: Option<i64>,
+    handshake_timeout_seconds: Option<i64>,
+    ssh_banner: Option<String>,
+    log_empty_connections: Option<bool>,
+    output_queue_records: Option<i64>,
+    stats_interval_seconds: Option<i64>,
+    shutdown_grace_seconds: Option<i64>,
+    loom: Option<RawLoom>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLoom {
+    enabled: Option<bool>,
+    url: Option<String>,
+    sensor_id: Option<String>,
+    token: Option<String>,
+    batch_size: Option<i64>,
+    flush_interval: Option<String>,
+    insecure_skip_verify: Option<bool>,
+    max_pending_bytes: Option<i64>,
+}
+
+/// A number in `lo..=hi`, where absent or 0 means `default`.
+fn number(key: &str, v: Option<i64>, default: i64, lo: i64, hi: i64) -> Result<i64, ConfigError> {
+    match v {
+        None | Some(0) => Ok(default),
+        Some(n) if n < lo || n > hi => Err(err(key, format!("{n} is out of range ({lo}..={hi})"))),
+        Some(n) => Ok(n),
+    }
+}
+
+fn seconds(key: &str, v: Option<i64>, default: u64, max: i64) -> Result<Duration, ConfigError> {
+    number(key, v, default as i64, 1, max).map(|n| Duration::from_secs(n as u64))
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            err(
+                "",
+                format!("cannot read config file {}: {e}", path.display()),
+            )
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml_str(&text, base)
+    }
+
+    /// Parses and validates TOML text; relative paths resolve against `base_dir`.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(toml_error)?;
+        Config::validate(raw, base_dir)
+    }
+
+    fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
+        let name = match raw.name {
+            Some(n) if !n.trim().is_empty() => n,
+            Some(_) => return Err(err("name", "must not be empty")),
+            None => return Err(err("name", "is required (it becomes observer.hostname)")),
+        };
+        let ip = match raw.ip.as_deref() {
+            None | Some("") => IpAddr::from([0, 0, 0, 0]),
+            Some(s) => s
+                .parse()
+                .map_err(|_| err("ip", format!("{s:?} is not an IP address")))?,
+        };
+        let port = match raw.port {
+            None => return Err(err("port", "is required")),
+            Some(p) if (1..=65535).contains(&p) => p as u16,
+            Some(p) => return Err(err("port", format!("{p} is not a TCP port (1..=65535)"))),
+        };
+        let resolve = |p: &str| {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base_dir.join(p)
+            }
+        };
+        let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+        let tls = match (nonempty(raw.cert_path), nonempty(raw.key_path)) {
+            (Some(c), Some(k)) => Some(TlsFiles {
+                cert_path: resolve(&c),
+                key_path: resolve(&k),
+            }),
+            (None, None) => None,
+            (Some(_), None) => return Err(err("key_path", "is required when cert_path is set")),
+            (None, Some(_)) => return Err(err("cert_path", "is required when key_path is set")),
+        };
+        let log_file = nonempty(raw.log_file).map(|f| resolve(&f));
+        let day = 86_400;
+        let cfg = Config {
+            name,
+            ip,
+            port,
+            tls,
+            log_file,
+            read_timeout: seconds("read_timeout_seconds", raw.read_timeout_seconds, 30, day)?,
+            write_timeout: seconds("write_timeout_seconds", raw.write_timeout_seconds, 10, day)?,
+            rate_limit_per_second: number(
+                "rate_limit_per_second",
+                raw.rate_limit_per_second,
+                20,
+                1,
+                u32::MAX as i64,
+            )? as u32,
+            rate_limit_burst: number(
+                "rate_limit_burst",
+                raw.rate_limit_burst,
+                50_000,
+                1,
+                u32::MAX as i64,
+            )? as u32,
+            community_id_seed: number("community_id_seed", raw.community_id_seed, 0, 0, 65535)?
+                as u16,
+            threads: match number("threads", raw.threads, 0, 1, 256)? {
+                0 => std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1),
+                n => n as usize,
+            },
+            max_connections: number(
+                "max_connections",
+                raw.max_connections,
+                20_000,
+                1,
+                10_000_000,
+            )? as usize,
+            per_source_rate_per_second: match raw.per_source_rate_per_second {
+                Some(n) if n < 0 => {
+                    return Err(err(
+                        "per_source_rate_per_second",
+                        "must be >= 0 (0 = unlimited)",
+                    ));
+                }
+                Some(n) => u32::try_from(n)
+                    .map_err(|_| err("per_source_rate_per_second", "is too large"))?,
+                None => 100,
+            },
+            per_source_burst: number(
+                "per_source_burst",
+                raw.per_source_burst,
+                1_000,
+                1,
+                u32::MAX as i64,
+            )? as u32,
+            max_payload_bytes: number(
+                "max_payload_bytes",
+                raw.max_payload_bytes,
+                65_536,
+                64,
+                64 << 20,
+            )? as usize,
+            session_timeout: seconds(
+                "session_timeout_seconds",
+                raw.session_timeout_seconds,
+                120,
+                day,
+            )?,
+            handshake_timeout: seconds(
+                "handshake_timeout_seconds",
+                raw.handshake_timeout_seconds,
+                10,
+                3600,
+            )?,
+            ssh_banner: match raw.ssh_banner {
+                None => DEFAULT_SSH_BANNER.to_string(),
+                Some(b) if b.starts_with("SSH-") && b.len() <= 253 && !b.contains(['\r', '\n']) => {
+                    b
+                }
+                Some(_) => {
+                    return Err(err(
+                        "ssh_banner",
+                        "must start with \"SSH-\", be one line and at most 253 characters",
+                    ));
+                }
+            },
+            log_empty_connections: raw.log_empty_connections.unwrap_or(true),
+            output_queue_records: number(
+                "output_queue_records",
+                raw.output_queue_records,
+                65_536,
+                16,
+                16 << 20,
+            )? as usize,
+            stats_interval: seconds(
+                "stats_interval_seconds",
+                raw.stats_interval_seconds,
+                60,
+                day,
+            )?,
+            shutdown_grace: seconds(
+                "shutdown_grace_seconds",
+                raw.shutdown_grace_seconds,
+                5,
+                3600,
+            )?,
+            loom: validate_loom(raw.loom.unwrap_or_default())?,
+        };
+        if cfg.read_timeout > cfg.session_timeout {
+            return Err(err(
+                "read_timeout_seconds",
+                "must not exceed session_timeout_seconds (the whole-connection deadline)",
+            ));
+        }
+        Ok(cfg)
+    }
+
+    pub fn tls_mode(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The effective settings, one `key = value` a line (for `--check`).
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let mut line = |k: &str, v: String| {
+            s.push_str(k);
+            s.push_str(" = ");
+            s.push_str(&v);
+            s.push('\n');
+        };
+        let q = |v: &str| format!("{v:?}");
+        line("name", q(&self.name));
+        line("ip", q(&self.ip.to_string()));
+        line("port", self.port.to_string());
+        match &self.tls {
+            Some(t) => {
+                line("cert_path", q(&t.cert_path.display().to_string()));
+                line("key_path", q(&t.key_path.display().to_string()));
+            }
+            None => line("tls", q("off")),
+        }
+        let log = self.log_file.as_ref().map(|p| p.display().to_string());
+        line("log_file", q(log.as_deref().unwrap_or("")));
+        line(
+            "read_timeout_seconds",
+            self.read_timeout.as_secs().to_string(),
+        );
+        line(
+            "write_timeout_seconds",
+            self.write_timeout.as_secs().to_string(),
+        );
+        line(
+            "rate_limit_per_second",
+            self.rate_limit_per_second.to_string(),
+        );
+        line("rate_limit_burst", self.rate_limit_burst.to_string());
+        line("community_id_seed", self.community_id_seed.to_string());
+        line("threads", self.threads.to_string());
+        line("max_connections", self.max_connections.to_string());
+        line(
+            "per_source_rate_per_second",
+            self.per_source_rate_per_second.to_string(),
+        );
+        line("per_source_burst", self.per_source_burst.to_string());
+        line("max_payload_bytes", self.max_payload_bytes.to_string());
+        line(
+            "session_timeout_seconds",
+            self.session_timeout.as_secs().to_string(),
+        );
+        line(
+            "handshake_timeout_seconds",
+            self.handshake_timeout.as_secs().to_string(),
+        );
+        line("ssh_banner", q(&self.ssh_banner));
+        line(
+            "log_empty_connections",
+            self.log_empty_connections.to_string(),
+        );
+        line(
+            "output_queue_records",
+            self.output_queue_records.to_string(),
+        );
+        line(
+            "stats_interval_seconds",
+            self.stats_interval.as_secs().to_string(),
+        );
+        line(
+            "shutdown_grace_seconds",
+            self.shutdown_grace.as_secs().to_string(),
+        );
+        line("loom.enabled", self.loom.enabled.to_string());
+        if self.loom.enabled {
+            line("loom.url", q(&self.loom.url));
+            line("loom.sensor_id", q(&self.loom.sensor_id));
+            line("loom.token", q("<set>"));
+            line("loom.batch_size", self.loom.batch_size.to_string());
+            line(
+                "loom.flush_interval",
+                q(&format!("{:?}", self.loom.flush_interval)),
+            );
+            line(
+                "loom.insecure_skip_verify",
+                self.loom.insecure_skip_verify.to_string(),
+            );
+            line(
+                "loom.max_pending_bytes",
+                self.loom.max_pending_bytes.to_string(),
+            );
+        }
+        s
+    }
+}
+
+fn validate_loom(raw: RawLoom) -> Result<LoomConfig, ConfigError> {
+    let d = LoomConfig::default();
+    let enabled = raw.enabled.unwrap_or(false);
+    let batch_size = number(
+        "loom.batch_size",
+        raw.batch_size,
+        d.batch_size as i64,
+        1,
+        10_000,
+    )? as usize;
+    let flush_interval = match raw.flush_interval.as_deref() {
+        None | Some("") => d.flush_interval,
+        Some(s) => parse_duration(s).map_err(|p| err("loom.flush_interval", p))?,
+    };
+    let max_pending_bytes = number(
+        "loom.max_pending_bytes",
+        raw.max_pending_bytes,
+        d.max_pending_bytes as i64,
+        1 << 16,
+        1 << 34,
+    )? as usize;
+    let cfg = LoomConfig {
+        enabled,
+        url: raw.url.unwrap_or_default(),
+        sensor_id: raw.sensor_id.unwrap_or_default(),
+        token: raw.token.unwrap_or_default(),
+        batch_size,
+        flush_interval,
+        insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
+        max_pending_bytes,
+    };
+    if enabled {
+        let lower = cfg.url.to_ascii_lowercase();
+        if cfg.url.is_empty() {
+            return Err(err("loom.url", "is required when loom is enabled"));
+        }
+        if !(lower.starts_with("http://") || lower.starts_with("https://")) || cfg.url.len() < 10 {
+            return Err(err(
+                "loom.url",
+                format!("{:?} is not an http(s) URL", cfg.url),
+            ));
+        }
+        if cfg.sensor_id.trim().is_empty() {
+            return Err(err("loom.sensor_id", "is required when loom is enabled"));
+        }
+        if cfg.token.trim().is_empty() {
+            return Err(err("loom.token", "is required when loom is enabled"));
+        }
+    }
+    Ok(cfg)
+}
+
+/// Parses "500ms", "10s", "1m", "2h" (also "1m30s"); the result must be positive.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration (examples: \"500ms\", \"10s\", \"1m\")");
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => return Err(bad()),
+        };
+        total = total.saturating_add(unit);
+        rest = &rest[unit_len..];
+    }
+    if total.is_zero() {
+        return Err(format!("{s:?} must be a positive duration"));
+    }
+    Ok(total)
+}
+
+/// Turns a toml/serde error into one that leads with the offending key.
+fn toml_error(e: toml::de::Error) -> ConfigError {
+    let msg = e.message().to_string();
+    // serde reports unknown keys as "unknown field `x`, expected one of ...".
+    let key = msg
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next())
+        .map(str::to_string)
+        .unwrap_or_default();
+    let mut problem = msg.clone();
+    if !key.is_empty() {
+        problem = format!("unknown key ({msg})");
+    }
+    let located = match e.span() {
+        Some(_) => format!("{problem}\n{e}"),
+        None => problem,
+    };
+    ConfigError {
+        key,
+        problem: located.trim_end().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, Path::new("/etc/spip"))
+    }
+
+    #[test]
+    fn minimal_config_gets_spip_defaults() {
+        let c = parse("name = \"s1\"\nport = 8080\n").unwrap();
+        assert_eq!(c.ip, IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(c.read_timeout, Duration::from_secs(30));
+        assert_eq!(c.write_timeout, Duration::from_secs(10));
+        assert_eq!(c.rate_limit_per_second, 20);
+        assert_eq!(c.rate_limit_burst, 50_000);
+        assert_eq!(c.community_id_seed, 0);
+        assert!(c.log_file.is_none() && c.tls.is_none() && !c.loom.enabled);
+        assert_eq!(c.loom.batch_size, 50);
+        assert_eq!(c.loom.flush_interval, Duration::from_secs(10));
+        assert_eq!(c.ssh_banner, DEFAULT_SSH_BANNER);
+    }
+
+    #[test]
+    fn zero_means_default_like_spip() {
+        let c = parse("name=\"a\"\nport=1\nread_timeout_seconds=0\nrate_limit_burst=0").unwrap();
+        assert_eq!(c.read_timeout, Duration::from_secs(30));
+        assert_eq!(c.rate_limit_burst, 50_000);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_config_folder() {
+        let c = parse(
+            "name=\"a\"\nport=443\ncert_path=\"c.pem\"\nkey_path=\"/k.pem\"\nlog_file=\"x.jsonl\"",
+        )
+        .unwrap();
+        let t = c.tls.unwrap();
+        assert_eq!(t.cert_path, Path::new("/etc/spip/c.pem"));
+        assert_eq!(t.key_path, Path::new("/k.pem"));
+        assert_eq!(c.log_file.unwrap(), Path::new("/etc/spip/x.jsonl"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("port = 1", "name"),
+            ("name = \"\"\nport=1", "name"),
+            ("name = \"a\"", "port"),
+            ("name = \"a\"\nport = 70000", "port"),
+            ("name = \"a\"\nport = 1\nip = \"1.2.3\"", "ip"),
+            ("name = \"a\"\nport = 1\ncert_path = \"c\"", "key_path"),
+            ("name = \"a\"\nport = 1\nkey_path = \"k\"", "cert_path"),
+            ("name = \"a\"\nport = 1\nprot = 2", "prot"),
+            (
+                "name = \"a\"\nport = 1\nread_timeout_seconds = -5",
+                "read_timeout_seconds",
+            ),
+            (
+                "name = \"a\"\nport = 1\ncommunity_id_seed = 70000",
+                "community_id_seed",
+            ),
+            (
+                "name = \"a\"\nport = 1\nssh_banner = \"hello\"",
+                "ssh_banner",
+            ),
+            ("name = \"a\"\nport = 1\n[loom]\nenabled = true", "loom.url"),
+            (
+                "name = \"a\"\nport = 1\n[loom]\nenabled = true\nurl = \"ftp://x/y\"",
+                "loom.url",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[loom]\nenabled = true\nurl = \"https://loom/x\"\ntoken = \"t\"",
+                "loom.sensor_id",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[loom]\nenabled = true\nurl = \"https://loom/x\"\nsensor_id = \"s\"",
+                "loom.token",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[loom]\nbatch_size = 20000",
+                "loom.batch_size",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[loom]\nflush_interval = \"soon\"",
+                "loom.flush_interval",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[loom]\nflush_interval = \"0s\"",
+                "loom.flush_interval",
+            ),
+            ("name = \"a\"\nport = 1\n[loom]\nbatchsize = 2", "batchsize"),
+        ];
+        for (text, key) in cases {
+            let e = parse(text).expect_err(text);
+            assert_eq!(&e.key, key, "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn type_errors_show_the_line() {
+        let e = parse("name = \"a\"\nport = \"eighty\"").unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("port"), "{s}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("0ms").is_err());
+    }
+
+    #[test]
+    fn loom_enabled_config() {
+        let c = parse(
+            "name=\"a\"\nport=1\n[loom]\nenabled=true\nurl=\"https://loom.example/ingest\"\n\
+             sensor_id=\"s\"\ntoken=\"t\"\nbatch_size=100\nflush_interval=\"500ms\"",
+        )
+        .unwrap();
+        assert!(c.loom.enabled);
+        assert_eq!(c.loom.batch_size, 100);
+        assert_eq!(c.loom.flush_interval, Duration::from_millis(500));
+        assert!(c.describe().contains("loom.token = \"<set>\""));
+    }
+}

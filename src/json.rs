@@ -107,6 +107,34 @@ impl<'b> JsonWriter<'b> {
         self.buf.push(b']');
     }
 
+    /// A member whose key comes from the network (e.g. a header name): lower-cased, escaped,
+    /// at most 256 bytes; the value is the `", "`-joined `parts`.
+    pub fn str_parts_lower_key<'v, I: IntoIterator<Item = &'v [u8]>>(
+        &mut self,
+        key: &[u8],
+        parts: I,
+    ) {
+        let bit = 1u64 << (self.depth & 63);
+        if self.has_member & bit != 0 {
+            self.buf.push(b',');
+        }
+        self.has_member |= bit;
+        let mut lower = [0u8; 256];
+        let n = key.len().min(lower.len());
+        for (d, s) in lower.iter_mut().zip(&key[..n]) {
+            *d = s.to_ascii_lowercase();
+        }
+        write_json_string(self.buf, &lower[..n]);
+        self.buf.extend_from_slice(b":\"");
+        for (i, part) in parts.into_iter().enumerate() {
+            if i > 0 {
+                self.buf.extend_from_slice(b", ");
+            }
+            write_json_string_content(self.buf, part);
+        }
+        self.buf.push(b'"');
+    }
+
     /// `key: <value>` where `value` is already valid JSON (our own output, never network bytes).
     pub fn raw(&mut self, key: &str, json: &[u8]) {
         self.key(key);
@@ -129,6 +157,12 @@ impl<'b> JsonWriter<'b> {
 pub fn write_json_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
+    write_json_string_content(out, bytes);
+    out.push(b'"');
+}
+
+/// Appends `bytes` escaped as the inside of a JSON string (no quotes), lossy UTF-8.
+pub fn write_json_string_content(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut rest = bytes;
     loop {
         match std::str::from_utf8(rest) {
@@ -148,7 +182,6 @@ pub fn write_json_string(out: &mut Vec<u8>, bytes: &[u8]) {
             }
         }
     }
-    out.push(b'"');
 }
 
 /// Escapes bytes already known to be valid UTF-8.

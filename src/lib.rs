@@ -15,3 +15,4 @@ pub mod json;
 pub mod proto;
 pub mod record;
 pub mod server;
+pub mod session;

@@ -1,1 +1,388 @@
-//! Records.
+//! One ECS record per client turn, written straight from borrowed data.
+//!
+//! Field paths follow the Go agent (nested objects: `event.id` is `{"event":{"id":..}}`);
+//! sensor-specific facts go under `spip`.
+
+use crate::analysis::Analysis;
+use crate::json::{JsonWriter, write_u64};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What is known about a connection, shared by all of its records.
+pub struct ConnMeta<'a> {
+    pub event_id: &'a str,
+    pub sensor_name: &'a str,
+    pub source: SocketAddr,
+    /// The port the client really dialled (original destination), or the local address.
+    pub destination: SocketAddr,
+    /// False when no NAT original destination existed and the local address was used.
+    pub original_destination: bool,
+    pub community_id: &'a str,
+    pub started: SystemTime,
+}
+
+/// Why a connection ended (written on its last record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    Eof,
+    Reset,
+    ReadTimeout,
+    SessionTimeout,
+    PayloadCap,
+    Protocol,
+    Shutdown,
+    WriteError,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Eof => "eof",
+            CloseReason::Reset => "reset",
+            CloseReason::ReadTimeout => "read_timeout",
+            CloseReason::SessionTimeout => "session_timeout",
+            CloseReason::PayloadCap => "payload_cap",
+            CloseReason::Protocol => "protocol_done",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::WriteError => "write_error",
+        }
+    }
+}
+
+/// Per-record facts.
+pub struct TurnMeta {
+    /// 1-based turn number; 0 for an empty connection's record.
+    pub turn: u32,
+    pub at: SystemTime,
+    /// Client bytes received on the connection so far.
+    pub client_bytes: u64,
+    /// The turn was cut at the payload cap or ended by a timeout before it was complete.
+    pub truncated: bool,
+    pub close_reason: Option<CloseReason>,
+}
+
+/// Appends one record (and a trailing newline) to `out`.
+pub fn write_record(
+    out: &mut Vec<u8>,
+    conn: &ConnMeta,
+    turn: &TurnMeta,
+    analysis: Option<&Analysis>,
+) {
+    let mut w = JsonWriter::new(out);
+    w.begin();
+    w.key_only("@timestamp");
+    write_timestamp(w.buf(), turn.at);
+
+    w.begin_object("event");
+    w.str("id", conn.event_id.as_bytes());
+    w.str("ingested_by", b"spip");
+    if let Some(a) = analysis {
+        a.write_event_fields(&mut w);
+    }
+    w.u64("duration", duration_nanos(conn.started, turn.at));
+    w.end_object();
+
+    let name = conn.sensor_name.as_bytes();
+    w.begin_object("observer");
+    w.str("hostname", name);
+    w.str("id", name);
+    w.end_object();
+    w.begin_object("host");
+    w.str("name", name);
+    w.end_object();
+
+    w.begin_object("source");
+    write_ip(&mut w, conn.source);
+    w.u64("port", u64::from(conn.source.port()));
+    w.u64("bytes", turn.client_bytes);
+    w.end_object();
+    w.begin_object("destination");
+    write_ip(&mut w, conn.destination);
+    w.u64("port", u64::from(conn.destination.port()));
+    w.end_object();
+
+    w.begin_object("network");
+    w.str("transport", b"tcp");
+    if let Some(p) = analysis.and_then(Analysis::protocol) {
+        w.str("protocol", p.as_bytes());
+    }
+    w.str("community_id", conn.community_id.as_bytes());
+    w.end_object();
+
+    if let Some(a) = analysis {
+        a.write_protocol_objects(&mut w);
+    }
+
+    w.begin_object("spip");
+    w.u64("turn", u64::from(turn.turn));
+    if analysis.is_none() {
+        w.bool("empty", true);
+    }
+    if turn.truncated {
+        w.bool("truncated", true);
+    }
+    if !conn.original_destination {
+        w.bool("no_original_destination", true);
+    }
+    if let Some(r) = turn.close_reason {
+        w.str("close_reason", r.as_str().as_bytes());
+    }
+    if let Some(a) = analysis {
+        a.write_spip_fields(&mut w);
+    }
+    w.end_object();
+    w.finish();
+    out.push(b'\n');
+}
+
+fn write_ip(w: &mut JsonWriter, addr: SocketAddr) {
+    let mut tmp = [0u8; 46];
+    let n = format_ip(&mut tmp, addr);
+    w.str("ip", &tmp[..n]);
+}
+
+/// Formats the IP (IPv4-mapped IPv6 shown as IPv4) into `buf`, returning its length.
+pub fn format_ip(buf: &mut [u8; 46], addr: SocketAddr) -> usize {
+    use std::io::Write;
+    let ip = addr.ip().to_canonical();
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{ip}");
+    cursor.position() as usize
+}
+
+fn duration_nanos(start: SystemTime, at: SystemTime) -> u64 {
+    at.duration_since(start)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos()
+        .min(u64::MAX as u128) as u64
+}
+
+/// Writes `"YYYY-MM-DDTHH:MM:SS.ffffffZ"` (RFC 3339, UTC, microseconds).
+pub fn write_timestamp(out: &mut Vec<u8>, t: SystemTime) {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    out.push(b'"');
+    pad(out, year as u64, 4);
+    out.push(b'-');
+    pad(out, month as u64, 2);
+    out.push(b'-');
+    pad(out, day as u64, 2);
+    out.push(b'T');
+    pad(out, rem / 3600, 2);
+    out.push(b':');
+    pad(out, rem / 60 % 60, 2);
+    out.push(b':');
+    pad(out, rem % 60, 2);
+    out.push(b'.');
+    pad(out, u64::from(since.subsec_micros()), 6);
+    out.extend_from_slice(b"Z\"");
+}
+
+fn pad(out: &mut Vec<u8>, v: u64, width: usize) {
+    let start = out.len();
+    write_u64(out, v);
+    let len = out.len() - start;
+    if len < width {
+        let zeros = width - len;
+        out.splice(start..start, std::iter::repeat_n(b'0', zeros));
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A fast per-thread generator for event IDs (UUID v4 layout), seeded from the OS once.
+/// IDs must be unique, not secret, so a getrandom syscall per connection is not worth it.
+pub struct EventIds {
+    state: [u64; 4],
+}
+
+impl EventIds {
+    pub fn new() -> Self {
+        let mut seed = [0u8; 32];
+        if getrandom_fill(&mut seed).is_err() {
+            // No OS randomness: fall back to time and addresses, still unique per thread.
+            let t = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            let local = &seed as *const _ as u64;
+            seed[..16].copy_from_slice(&t.to_le_bytes());
+            seed[16..24].copy_from_slice(&local.to_le_bytes());
+            seed[24..].copy_from_slice(&u64::from(std::process::id()).to_le_bytes());
+        }
+        let mut state = [0u64; 4];
+        for (i, s) in state.iter_mut().enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&seed[i * 8..i * 8 + 8]);
+            *s = u64::from_le_bytes(b) | 1;
+        }
+        EventIds { state }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        // xoshiro256**
+        let s = &mut self.state;
+        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        result
+    }
+
+    /// A new hyphenated lowercase UUID v4.
+    pub fn next_id(&mut self) -> EventId {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.next_u64().to_le_bytes());
+        bytes[8..].copy_from_slice(&self.next_u64().to_le_bytes());
+        let uuid = uuid::Builder::from_random_bytes(bytes).into_uuid();
+        let mut buf = [0u8; 36];
+        uuid.hyphenated().encode_lower(&mut buf);
+        EventId(buf)
+    }
+}
+
+impl Default for EventIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A UUID as 36 ASCII bytes.
+#[derive(Clone, Copy)]
+pub struct EventId(pub [u8; 36]);
+
+impl EventId {
+    pub fn as_str(&self) -> &str {
+        // ok: encode_lower writes only ASCII hex digits and hyphens.
+        std::str::from_utf8(&self.0).unwrap_or("00000000-0000-0000-0000-000000000000")
+    }
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::analyze_payload;
+
+    fn meta<'a>(id: &'a str) -> ConnMeta<'a> {
+        ConnMeta {
+            event_id: id,
+            sensor_name: "sensor-1",
+            source: "[::ffff:192.0.2.1]:40000".parse().unwrap(),
+            destination: "198.51.100.2:6881".parse().unwrap(),
+            original_destination: true,
+            community_id: "1:abc=",
+            started: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        }
+    }
+
+    #[test]
+    fn timestamps() {
+        let mut out = Vec::new();
+        write_timestamp(
+            &mut out,
+            UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789),
+        );
+        assert_eq!(out, b"\"2023-11-14T22:13:20.123456Z\"");
+        let mut out = Vec::new();
+        write_timestamp(&mut out, UNIX_EPOCH + Duration::from_secs(951_782_400)); // leap day 2000
+        assert_eq!(out, b"\"2000-02-29T00:00:00.000000Z\"");
+    }
+
+    #[test]
+    fn record_has_go_agent_paths() {
+        let ids = &mut EventIds::new();
+        let id = ids.next_id();
+        let conn = meta(id.as_str());
+        let turn = TurnMeta {
+            turn: 1,
+            at: conn.started + Duration::from_millis(5),
+            client_bytes: 6,
+            truncated: false,
+            close_reason: Some(CloseReason::Eof),
+        };
+        let a = analyze_payload(b"hello\n");
+        let mut out = Vec::new();
+        write_record(&mut out, &conn, &turn, Some(&a));
+        assert_eq!(out.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["event"]["id"], id.as_str());
+        assert_eq!(v["event"]["ingested_by"], "spip");
+        assert_eq!(v["event"]["summary"], "hello\n");
+        assert_eq!(v["event"]["original_payload_hex"], "68656c6c6f0a");
+        assert_eq!(v["event"]["duration"], 5_000_000);
+        assert_eq!(v["observer"]["hostname"], "sensor-1");
+        assert_eq!(v["observer"]["id"], "sensor-1");
+        assert_eq!(v["host"]["name"], "sensor-1");
+        assert_eq!(v["source"]["ip"], "192.0.2.1");
+        assert_eq!(v["source"]["port"], 40000);
+        assert_eq!(v["destination"]["ip"], "198.51.100.2");
+        assert_eq!(v["destination"]["port"], 6881);
+        assert_eq!(v["network"]["transport"], "tcp");
+        assert_eq!(v["network"]["community_id"], "1:abc=");
+        assert_eq!(v["spip"]["close_reason"], "eof");
+        assert!(v["@timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn empty_connection_record() {
+        let conn = meta("00000000-0000-4000-8000-000000000000");
+        let turn = TurnMeta {
+            turn: 0,
+            at: conn.started,
+            client_bytes: 0,
+            truncated: false,
+            close_reason: Some(CloseReason::ReadTimeout),
+        };
+        let mut out = Vec::new();
+        write_record(&mut out, &conn, &turn, None);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v["event"].get("original_payload_hex").is_none());
+        assert_eq!(v["spip"]["empty"], true);
+    }
+
+    #[test]
+    fn event_ids_are_v4_and_distinct() {
+        let mut ids = EventIds::new();
+        let a = ids.next_id();
+        let b = ids.next_id();
+        assert_ne!(a.as_str(), b.as_str());
+        let u = uuid::Uuid::parse_str(a.as_str()).unwrap();
+        assert_eq!(u.get_version_num(), 4);
+    }
+}
