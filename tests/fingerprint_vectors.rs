@@ -226,3 +226,67 @@ fn sink_impls_compile() {
     v.put(b"x");
     assert_eq!(v, b"x");
 }
+
+#[cfg(feature = "ja4plus")]
+#[test]
+fn ja4h_vectors() {
+    use spip::proto::http::{Head, parse_request_head};
+    let Some(v) = vectors("ja4h_vectors.json") else {
+        return;
+    };
+    let mut n = 0;
+    for row in v["vectors"].as_array().unwrap() {
+        for eol in ["\r\n", "\n"] {
+            let mut req = format!(
+                "{} / {}{eol}",
+                row["method"].as_str().unwrap(),
+                row["version"].as_str().unwrap()
+            );
+            for h in row["headers_in_order"].as_array().unwrap() {
+                req.push_str(&format!(
+                    "{}: {}{eol}",
+                    h[0].as_str().unwrap(),
+                    h[1].as_str().unwrap()
+                ));
+            }
+            req.push_str(eol);
+            let Head::Complete(head) = parse_request_head(req.as_bytes()) else {
+                panic!("not a head: {req}");
+            };
+            let got = fingerprint::ja4h::ja4h(&head);
+            assert_eq!(
+                got.as_str(),
+                row["expected_ja4h"].as_str().unwrap(),
+                "{req}"
+            );
+            assert_eq!(
+                string_of(|o| fingerprint::ja4h::write_ja4h_r(&head, o)),
+                row["ja4h_r"].as_str().unwrap()
+            );
+        }
+        n += 1;
+    }
+    assert!(n >= 10);
+}
+
+#[cfg(feature = "ja4plus")]
+#[test]
+fn ja4h_literals() {
+    use spip::proto::http::{Head, parse_request_head};
+    let Head::Complete(head) = parse_request_head(b"GET / HTTP/1.0\nUser-Agent:\n\n") else {
+        panic!()
+    };
+    assert_eq!(
+        fingerprint::ja4h::ja4h(&head).as_str(),
+        "ge10nn010000_b8bcd45ac095_000000000000_000000000000"
+    );
+    let req = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nAccept: */*\r\nX-Requested-With: x\r\n\r\n";
+    let Head::Complete(head) = parse_request_head(req) else {
+        panic!()
+    };
+    assert!(
+        fingerprint::ja4h::ja4h(&head)
+            .as_str()
+            .starts_with("po11nn040000_")
+    );
+}

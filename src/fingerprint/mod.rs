@@ -192,32 +192,8 @@ impl SshClient<'_> {
         if let Some(k) = &self.kexinit {
             // Name-lists come from the network: escape them.
             w.key_only("hassh_algorithms");
-            write_escaped_pieces(w.buf(), |s| hassh::write_hassh_algorithms(k, s));
+            util::write_escaped_pieces(w.buf(), |s| hassh::write_hassh_algorithms(k, s));
         }
         w.end_object();
-    }
-}
-
-/// Writes a JSON string whose content is produced piecewise, escaping each piece.
-fn write_escaped_pieces(out: &mut Vec<u8>, produce: impl FnOnce(&mut EscapingSink<'_>)) {
-    out.push(b'"');
-    produce(&mut EscapingSink { out });
-    out.push(b'"');
-}
-
-/// A sink that escapes what it gets as JSON string content (lossy UTF-8 per piece).
-struct EscapingSink<'o> {
-    out: &'o mut Vec<u8>,
-}
-
-impl Sink for EscapingSink<'_> {
-    fn put(&mut self, bytes: &[u8]) {
-        let start = self.out.len();
-        crate::json::write_json_string(self.out, bytes);
-        // Drop the quotes write_json_string added around the piece.
-        if self.out.len() >= start + 2 {
-            self.out.remove(start);
-            self.out.pop();
-        }
     }
 }

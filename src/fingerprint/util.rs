@@ -174,6 +174,37 @@ pub(crate) fn ascii_str(b: &[u8]) -> &str {
     std::str::from_utf8(b).unwrap_or("") // ok: callers only pass ASCII they produced
 }
 
+/// Writes a JSON string whose content is produced piecewise, escaping each piece.
+pub fn write_escaped_pieces(out: &mut Vec<u8>, produce: impl FnOnce(&mut EscapingSink<'_>)) {
+    out.push(b'"');
+    produce(&mut EscapingSink { out });
+    out.push(b'"');
+}
+
+/// A sink that escapes what it gets as JSON string content (lossy UTF-8 per piece).
+pub struct EscapingSink<'o> {
+    out: &'o mut Vec<u8>,
+}
+
+impl Sink for EscapingSink<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        if bytes
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\' || b == b' ')
+        {
+            self.out.extend_from_slice(bytes);
+            return;
+        }
+        let start = self.out.len();
+        crate::json::write_json_string(self.out, bytes);
+        // Drop the quotes write_json_string put around the piece.
+        if self.out.len() >= start + 2 {
+            self.out.remove(start);
+            self.out.pop();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
