@@ -11,6 +11,7 @@ pub mod analysis;
 pub mod cli;
 pub mod config;
 pub mod fingerprint;
+pub mod inspect;
 pub mod json;
 pub mod proto;
 pub mod record;
