@@ -290,3 +290,82 @@ fn ja4h_literals() {
             .starts_with("po11nn040000_")
     );
 }
+
+/// Deterministic xorshift for the mutation property tests (no extra dependency).
+fn xorshift(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x
+}
+
+#[test]
+fn every_truncation_and_random_mutations_are_safe() {
+    let Some(v) = vectors("ja4_ja3_clienthello_vectors.json") else {
+        return;
+    };
+    let mut seed = 0x9e3779b97f4a7c15u64;
+    for row in v["vectors"].as_array().unwrap() {
+        let msg = unhex(row["client_hello_handshake_hex"].as_str().unwrap());
+        let want = row["expected_ja4_spec"].as_str().unwrap();
+        let stream = records(&msg, &[msg.len() / 2]);
+        // Every prefix: no fingerprint, or (only for the whole stream) the right one.
+        for cut in 0..=stream.len() {
+            match fingerprint::tls_client(&stream[..cut]) {
+                None => assert!(cut < stream.len()),
+                Some(c) => assert_eq!(c.ja4.as_str(), want),
+            }
+        }
+        // Random byte flips never panic; the raw strings stay writable.
+        for _ in 0..200 {
+            let mut m = stream.clone();
+            for _ in 0..1 + xorshift(&mut seed) % 4 {
+                let i = (xorshift(&mut seed) as usize) % m.len();
+                m[i] = xorshift(&mut seed) as u8;
+            }
+            let cut = (xorshift(&mut seed) as usize) % (m.len() + 1);
+            if let Some(c) = fingerprint::tls_client(&m[..cut]) {
+                let mut out = Vec::new();
+                c.write_ja4_r(&mut out);
+                c.write_ja3_string(&mut out);
+            }
+            let mut out = Vec::new();
+            spip::inspect::inspect(&m[..cut], &mut out);
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap();
+        }
+    }
+}
+
+#[cfg(feature = "ja4plus")]
+#[test]
+fn http_truncation_is_safe() {
+    use spip::proto::http::{Head, parse_request_head};
+    let Some(v) = vectors("ja4h_vectors.json") else {
+        return;
+    };
+    for row in v["vectors"].as_array().unwrap() {
+        let mut req = format!(
+            "{} / {}\r\n",
+            row["method"].as_str().unwrap(),
+            row["version"].as_str().unwrap()
+        );
+        for h in row["headers_in_order"].as_array().unwrap() {
+            req.push_str(&format!(
+                "{}: {}\r\n",
+                h[0].as_str().unwrap(),
+                h[1].as_str().unwrap()
+            ));
+        }
+        req.push_str("\r\n");
+        let want = row["expected_ja4h"].as_str().unwrap();
+        for cut in 0..=req.len() {
+            if let Head::Complete(head) = parse_request_head(&req.as_bytes()[..cut]) {
+                // Only a cut at a blank line completes a head; the whole request is the only one.
+                assert_eq!(cut, req.len());
+                assert_eq!(fingerprint::ja4h::ja4h(&head).as_str(), want);
+            }
+        }
+    }
+}
