@@ -79,7 +79,6 @@ fn chrome_like_hello() -> Vec<u8> {
     msg
 }
 
-
 fn firefox_512() -> Vec<u8> {
     // tls12.pcap: a single 512-byte Firefox hello (falls back to the synthetic hello).
     vectors("ja4_ja3_clienthello_vectors.json")
@@ -96,7 +95,11 @@ fn openssh_kexinit() -> Vec<u8> {
     let v = vectors("hassh_vectors.json");
     let lists: Vec<String> = v
         .as_ref()
-        .and_then(|v| v["vectors"][0]["client_kexinit_namelists"].as_array().cloned())
+        .and_then(|v| {
+            v["vectors"][0]["client_kexinit_namelists"]
+                .as_array()
+                .cloned()
+        })
         .map(|l| l.iter().map(|s| s.as_str().unwrap().to_string()).collect())
         .unwrap_or_else(|| vec!["curve25519-sha256".to_string(); 10]);
     let mut p = vec![20u8];
@@ -136,6 +139,18 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    // Breakdown on the small hello (what the set above is made of).
+    let msg = &small[5..];
+    c.bench_function("tls_512B/parse_only", |b| {
+        b.iter(|| black_box(spip::proto::tls::ClientHello::parse(black_box(msg)).is_ok()))
+    });
+    let h = spip::proto::tls::ClientHello::parse(msg).unwrap();
+    c.bench_function("tls_512B/ja4_only", |b| {
+        b.iter(|| black_box(fingerprint::ja4::ja4(black_box(&h))))
+    });
+    c.bench_function("tls_512B/ja3_only", |b| {
+        b.iter(|| black_box(fingerprint::ja3::ja3(black_box(&h))))
+    });
     let ssh = openssh_kexinit();
     c.bench_function("ssh_openssh/hassh", |b| {
         b.iter(|| black_box(fingerprint::ssh_client(black_box(&ssh)).unwrap().hassh))

@@ -3,7 +3,7 @@
 //! `SSLVersion,Ciphers,Extensions,EllipticCurves,EcPointFormats` in decimal, `-` within a field,
 //! wire order, GREASE removed from ciphers, extensions and groups; `ja3` = md5 of that string.
 
-use super::util::{Sink, ascii_str, md5_hex, put_dec, put_dec_list};
+use super::util::{Batched, Sink, ascii_str, md5_hex, put_dec, put_dec_list};
 use crate::proto::tls::{ClientHello, is_grease};
 
 /// The JA3 md5 as 32 lowercase hex characters.
@@ -49,6 +49,10 @@ pub fn write_ja3_string(h: &ClientHello<'_>, out: &mut impl Sink) {
 /// JA3 md5 of a parsed ClientHello.
 pub fn ja3(h: &ClientHello<'_>) -> Ja3 {
     Ja3 {
-        buf: md5_hex(|m| write_ja3_string(h, m)),
+        buf: md5_hex(|m| {
+            let mut b = Batched::new(m);
+            write_ja3_string(h, &mut b);
+            b.flush();
+        }),
     }
 }

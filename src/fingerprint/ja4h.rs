@@ -12,8 +12,9 @@
 //!
 //! Allocation-free: cookies are sorted on the stack (at most [`MAX_COOKIES`]; more are ignored).
 
-use super::util::{Sink, ascii_str, sha256_12_or_zeros};
+use super::util::{Sink, ascii_str, hex_into, sha256_12_or_zeros};
 use crate::proto::http::RequestHead;
+use sha2::{Digest, Sha256};
 
 /// Cookie crumbs considered (a cookie bomb beyond this is cut).
 pub const MAX_COOKIES: usize = 1024;
@@ -57,8 +58,45 @@ fn hashed_names<'a>(head: &RequestHead<'a>) -> impl Iterator<Item = &'a [u8]> + 
         .filter(|n| !is_cookie(n) && !is_referer(n))
 }
 
+/// What one walk over the headers collects for the `a` part.
+struct Scan<'a> {
+    cookie: bool,
+    referer: bool,
+    /// Header fields other than Cookie and Referer.
+    count: usize,
+    lang: Option<&'a [u8]>,
+}
+
+/// Walks the headers once, passing each hashed name (not Cookie/Referer) to `on_name`.
+fn scan<'a>(head: &RequestHead<'a>, mut on_name: impl FnMut(&'a [u8])) -> Scan<'a> {
+    let mut s = Scan {
+        cookie: false,
+        referer: false,
+        count: 0,
+        lang: None,
+    };
+    for (name, value) in head.headers() {
+        if is_cookie(name) {
+            s.cookie = true;
+        } else if is_referer(name) {
+            s.referer = true;
+        } else {
+            if s.lang.is_none() && name.eq_ignore_ascii_case(b"accept-language") {
+                s.lang = Some(value);
+            }
+            s.count += 1;
+            on_name(name);
+        }
+    }
+    s
+}
+
 /// The 12-character `a` part.
 pub fn ja4h_a(head: &RequestHead<'_>) -> [u8; 12] {
+    a_part(head, &scan(head, |_| {}))
+}
+
+fn a_part(head: &RequestHead<'_>, s: &Scan<'_>) -> [u8; 12] {
     let mut a = [b'0'; 12];
     let mut m = head.method.iter().map(|b| sanitize(b.to_ascii_lowercase()));
     a[0] = m.next().unwrap_or(b'0');
@@ -67,21 +105,12 @@ pub fn ja4h_a(head: &RequestHead<'_>) -> [u8; 12] {
     let v = head.version;
     a[2] = v.get(5).copied().filter(u8::is_ascii_digit).unwrap_or(b'0');
     a[3] = v.get(7).copied().filter(u8::is_ascii_digit).unwrap_or(b'0');
-    let mut headers = head.headers();
-    a[4] = if headers.clone().any(|(n, _)| is_cookie(n)) {
-        b'c'
-    } else {
-        b'n'
-    };
-    a[5] = if headers.any(|(n, _)| is_referer(n)) {
-        b'r'
-    } else {
-        b'n'
-    };
-    let n = hashed_names(head).count().min(99) as u8;
+    a[4] = if s.cookie { b'c' } else { b'n' };
+    a[5] = if s.referer { b'r' } else { b'n' };
+    let n = s.count.min(99) as u8;
     a[6] = b'0' + n / 10;
     a[7] = b'0' + n % 10;
-    if let Some(lang) = head.header(b"accept-language") {
+    if let Some(lang) = s.lang {
         // Primary language: up to the first ',' or ';', without '-', lowercase.
         let first = lang
             .split(|&b| b == b',' || b == b';')
@@ -197,19 +226,35 @@ fn sort_and_call_large<R>(v: &[(Crumb<'_>, u16)], f: impl FnOnce(&[Crumb<'_>]) -
 /// JA4H of a request head.
 pub fn ja4h(head: &RequestHead<'_>) -> Ja4h {
     let mut buf = [b'_'; 51];
-    buf[..12].copy_from_slice(&ja4h_a(head));
-    let names = hashed_names(head);
-    let b = sha256_12_or_zeros(names.clone().next().is_none(), |h| put_names(h, names));
-    buf[13..25].copy_from_slice(&b);
-    let (c, d) = with_sorted_crumbs(head, |cs| {
-        let c = sha256_12_or_zeros(cs.is_empty(), |h| {
-            put_names(h, cs.iter().map(|c| c.0));
-        });
-        let d = sha256_12_or_zeros(cs.is_empty(), |h| {
-            put_names(h, cs.iter().map(|c| c.1));
-        });
-        (c, d)
+    // One walk gives the `a` facts and feeds the header-name hash.
+    let mut hasher = Sha256::new();
+    let mut first = true;
+    let s = scan(head, |name| {
+        if !first {
+            hasher.update(b",");
+        }
+        first = false;
+        hasher.update(name);
     });
+    buf[..12].copy_from_slice(&a_part(head, &s));
+    let mut b = [b'0'; 12];
+    if s.count > 0 {
+        hex_into(hasher.finalize().get(..6).unwrap_or(&[]), &mut b);
+    }
+    buf[13..25].copy_from_slice(&b);
+    let (c, d) = if s.cookie {
+        with_sorted_crumbs(head, |cs| {
+            let c = sha256_12_or_zeros(cs.is_empty(), |h| {
+                put_names(h, cs.iter().map(|c| c.0));
+            });
+            let d = sha256_12_or_zeros(cs.is_empty(), |h| {
+                put_names(h, cs.iter().map(|c| c.1));
+            });
+            (c, d)
+        })
+    } else {
+        ([b'0'; 12], [b'0'; 12])
+    };
     buf[26..38].copy_from_slice(&c);
     buf[39..51].copy_from_slice(&d);
     Ja4h { buf }

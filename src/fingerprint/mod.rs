@@ -38,10 +38,14 @@ pub struct TlsClient<'a> {
 /// Parses the first ClientHello of a client byte stream (starting with a TLS record) and
 /// fingerprints it. `None` if the stream does not (yet) hold a complete, valid ClientHello.
 pub fn tls_client(stream: &[u8]) -> Option<TlsClient<'_>> {
-    let tls::HelloStatus::Complete { records_len, .. } = tls::client_hello_status(stream) else {
+    let tls::HelloStatus::Complete {
+        records_len,
+        message_len,
+    } = tls::client_hello_status(stream)
+    else {
         return None;
     };
-    let (ja4, ja3) = with_hello_in(stream, |h| (ja4::ja4(h), ja3::ja3(h)))?;
+    let (ja4, ja3) = with_hello_at(stream, message_len, |h| (ja4::ja4(h), ja3::ja3(h)))?;
     Some(TlsClient {
         stream,
         records_len,
@@ -55,6 +59,14 @@ fn with_hello_in<R>(stream: &[u8], f: impl FnOnce(&tls::ClientHello<'_>) -> R) -
     let tls::HelloStatus::Complete { message_len, .. } = tls::client_hello_status(stream) else {
         return None;
     };
+    with_hello_at(stream, message_len, f)
+}
+
+fn with_hello_at<R>(
+    stream: &[u8],
+    message_len: usize,
+    f: impl FnOnce(&tls::ClientHello<'_>) -> R,
+) -> Option<R> {
     let first_len = usize::from(u16::from_be_bytes([*stream.get(3)?, *stream.get(4)?]));
     if first_len >= message_len {
         let h = tls::ClientHello::parse(stream.get(5..5 + message_len)?).ok()?;

@@ -29,6 +29,46 @@ impl Sink for Md5 {
     }
 }
 
+/// Collects small pieces into a stack buffer before passing them on (hashers are much faster
+/// fed a few large pieces than many 1–5 byte ones). Call [`Batched::flush`] at the end.
+pub struct Batched<'s, S: Sink> {
+    inner: &'s mut S,
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl<'s, S: Sink> Batched<'s, S> {
+    /// Wraps `inner`.
+    pub fn new(inner: &'s mut S) -> Self {
+        Batched {
+            inner,
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+
+    /// Passes on what is buffered.
+    pub fn flush(&mut self) {
+        self.inner.put(self.buf.get(..self.len).unwrap_or(&[]));
+        self.len = 0;
+    }
+}
+
+impl<S: Sink> Sink for Batched<'_, S> {
+    fn put(&mut self, bytes: &[u8]) {
+        if self.len + bytes.len() > self.buf.len() {
+            self.flush();
+        }
+        match self.buf.get_mut(self.len..self.len + bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                self.len += bytes.len();
+            }
+            None => self.inner.put(bytes),
+        }
+    }
+}
+
 /// Counts bytes (to know whether a list is empty without materialising it).
 pub struct CountSink(pub usize);
 
