@@ -4,6 +4,7 @@
 //! methods put the results at their record paths. Records ([`crate::record`]) and
 //! `spip-agent inspect` both go through here, so a payload always yields the same fields.
 
+use crate::fingerprint;
 use crate::json::JsonWriter;
 use crate::proto::http::{self, Head, RequestHead};
 use crate::session::{Framing, Session, TurnKind};
@@ -16,6 +17,10 @@ pub struct Analysis<'a> {
     pub payload: &'a [u8],
     pub kind: TurnKind,
     pub http: Option<HttpRequest<'a>>,
+    /// ClientHello fingerprints (fingerprint library).
+    pub tls: Option<fingerprint::TlsClient<'a>>,
+    /// SSH banner / KEXINIT fingerprints (fingerprint library).
+    pub ssh: Option<fingerprint::SshClient<'a>>,
 }
 
 /// An HTTP request: head plus the body bytes that came with it (up to the payload cap).
@@ -36,10 +41,23 @@ pub fn analyze(payload: &[u8], kind: TurnKind) -> Analysis<'_> {
         },
         _ => None,
     };
+    // Fingerprints (TLS ClientHello, SSH banner + KEXINIT).
+    let tls = match kind {
+        TurnKind::TlsHandshake => fingerprint::tls_client(payload),
+        _ => None,
+    };
+    let ssh = match kind {
+        TurnKind::SshBanner | TurnKind::SshPacket => fingerprint::ssh_client(payload),
+        // A bare KEXINIT packet (e.g. a later turn re-processed by `inspect`).
+        TurnKind::Other => fingerprint::ssh_client(payload).filter(|s| s.hassh.is_some()),
+        _ => None,
+    };
     Analysis {
         payload,
         kind,
         http,
+        tls,
+        ssh,
     }
 }
 
@@ -68,6 +86,7 @@ impl Analysis<'_> {
             TurnKind::Http if self.http.is_some() => Some("http"),
             TurnKind::SshBanner | TurnKind::SshPacket => Some("ssh"),
             TurnKind::TlsHandshake => Some("tls"),
+            TurnKind::Other if self.ssh.is_some() => Some("ssh"),
             _ => None,
         }
     }
@@ -86,6 +105,17 @@ impl Analysis<'_> {
         if let Some(req) = &self.http {
             write_http(w, req);
         }
+        // Fingerprint library: `tls.client.*`, `ssh.client.hash.hassh`.
+        if let Some(t) = &self.tls {
+            w.begin_object("tls");
+            t.write_fields(w);
+            w.end_object();
+        }
+        if let Some(s) = self.ssh.as_ref().filter(|s| s.hassh.is_some()) {
+            w.begin_object("ssh");
+            s.write_fields(w);
+            w.end_object();
+        }
     }
 
     /// Members inside `spip` that come from the payload.
@@ -98,6 +128,13 @@ impl Analysis<'_> {
                     (distinct - MAX_HEADERS_WRITTEN) as u64,
                 );
             }
+        }
+        // Fingerprint library: raw fingerprint strings.
+        if let Some(t) = &self.tls {
+            t.write_spip_fields(w);
+        }
+        if let Some(s) = &self.ssh {
+            s.write_spip_fields(w);
         }
     }
 }
@@ -133,6 +170,12 @@ fn write_http(w: &mut JsonWriter, req: &HttpRequest<'_>) {
         w.begin_object("body");
         w.str("content", req.body);
         w.u64("bytes", req.body.len() as u64);
+        w.end_object();
+    }
+    #[cfg(feature = "ja4plus")]
+    {
+        w.begin_object("hash");
+        w.str("ja4h", fingerprint::ja4h::ja4h(head).as_bytes());
         w.end_object();
     }
     w.end_object(); // request

@@ -108,7 +108,7 @@ fn run(path: &std::path::Path, check: bool) -> i32 {
 
 fn inspect(hex: Option<String>, file: Option<PathBuf>) -> i32 {
     let payload = match (hex, file) {
-        (Some(h), _) => match decode_hex(h.trim()) {
+        (Some(h), _) => match crate::inspect::decode_hex(&h) {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("spip: inspect: --hex: {e}");
@@ -133,31 +133,8 @@ fn inspect(hex: Option<String>, file: Option<PathBuf>) -> i32 {
     };
     let mut out = Vec::new();
     crate::inspect::inspect(&payload, &mut out);
-    out.push(b'\n');
     let _ = std::io::stdout().lock().write_all(&out);
     0
-}
-
-/// Decodes hex (upper or lower case; spaces and colons between bytes allowed).
-pub fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
-    let digits: Vec<u8> = s
-        .bytes()
-        .filter(|b| !matches!(b, b' ' | b':' | b'\n' | b'\r' | b'\t'))
-        .collect();
-    if digits.len() % 2 != 0 {
-        return Err(format!("odd number of hex digits ({})", digits.len()));
-    }
-    let val = |b: u8, i: usize| match b {
-        b'0'..=b'9' => Ok(b - b'0'),
-        b'a'..=b'f' => Ok(b - b'a' + 10),
-        b'A'..=b'F' => Ok(b - b'A' + 10),
-        _ => Err(format!("{:?} at digit {i} is not a hex digit", b as char)),
-    };
-    digits
-        .chunks(2)
-        .enumerate()
-        .map(|(i, p)| Ok(val(p[0], i * 2)? << 4 | val(p[1], i * 2 + 1)?))
-        .collect()
 }
 
 #[cfg(test)]
@@ -172,16 +149,5 @@ mod tests {
         let args = ["spip-agent", "-config=/x.toml"].map(std::ffi::OsString::from);
         let cli = Cli::try_parse_from(normalize_args(args.into_iter())).unwrap();
         assert_eq!(cli.config, PathBuf::from("/x.toml"));
-    }
-
-    #[test]
-    fn hex_decoding() {
-        assert_eq!(decode_hex("00ff10").unwrap(), vec![0, 255, 16]);
-        assert_eq!(
-            decode_hex("DE:AD be ef").unwrap(),
-            vec![0xde, 0xad, 0xbe, 0xef]
-        );
-        assert!(decode_hex("abc").unwrap_err().contains("odd"));
-        assert!(decode_hex("zz").unwrap_err().contains("not a hex digit"));
     }
 }

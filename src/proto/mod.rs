@@ -1,2 +1,5 @@
 //! Parsers of untrusted client bytes.
 pub mod http;
+pub mod reader;
+pub mod ssh;
+pub mod tls;

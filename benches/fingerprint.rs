@@ -1,0 +1,180 @@
+//! Fingerprint benches: JA4 + JA3 on a 512-byte and a ~1.8 KiB ClientHello, HASSH on an
+//! OpenSSH KEXINIT, JA4H on a 10-header request (feature `ja4plus`).
+//! Run: `cargo bench --bench fingerprint --features ja4plus -- --warm-up-time 1 --measurement-time 3`
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use spip::fingerprint;
+use std::hint::black_box;
+
+fn records(msg: &[u8]) -> Vec<u8> {
+    let mut out = vec![22, 3, 1];
+    out.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    out.extend_from_slice(msg);
+    out
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn vectors(file: &str) -> Option<serde_json::Value> {
+    let path = format!("{}/../shared/vectors/{file}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// A Chrome-like hello with GREASE, 16 extensions and a big key share.
+fn chrome_like_hello() -> Vec<u8> {
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[0x5a; 32]);
+    body.push(32);
+    body.extend_from_slice(&[0x33; 32]);
+    let ciphers: [u16; 16] = [
+        0x4a4a, 0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013,
+        0xc014, 0x009c, 0x009d, 0x002f, 0x0035,
+    ];
+    body.extend_from_slice(&((ciphers.len() * 2) as u16).to_be_bytes());
+    for c in ciphers {
+        body.extend_from_slice(&c.to_be_bytes());
+    }
+    body.extend_from_slice(&[1, 0]);
+    let mut exts = Vec::new();
+    let mut ext = |t: u16, d: &[u8]| {
+        exts.extend_from_slice(&t.to_be_bytes());
+        exts.extend_from_slice(&(d.len() as u16).to_be_bytes());
+        exts.extend_from_slice(d);
+    };
+    ext(0x2a2a, &[]);
+    ext(0x0000, b"\x00\x0e\x00\x00\x0bexample.com");
+    ext(0x0017, &[]);
+    ext(0xff01, &[0]);
+    ext(0x000a, &[0, 8, 0x2a, 0x2a, 0x11, 0xec, 0, 0x1d, 0, 0x17]);
+    ext(0x000b, &[1, 0]);
+    ext(0x0023, &[]);
+    ext(0x0010, b"\x00\x0c\x02h2\x08http/1.1");
+    ext(0x0005, &[1, 0, 0, 0, 0]);
+    ext(
+        0x000d,
+        &[0, 16, 4, 3, 8, 4, 4, 1, 5, 3, 8, 5, 5, 1, 8, 6, 6, 1],
+    );
+    ext(0x0012, &[]);
+    let mut ks = vec![0x04, 0xde, 0x2a, 0x2a, 0, 1, 0, 0x11, 0xec, 0x04, 0xc0];
+    ks.extend(std::iter::repeat_n(0x77, 1216));
+    ks.extend_from_slice(&[0, 0x1d, 0, 32]);
+    ks.extend(std::iter::repeat_n(0x66, 32));
+    ext(0x0033, &ks);
+    ext(0x002d, &[1, 1]);
+    ext(0x002b, &[6, 0x2a, 0x2a, 3, 4, 3, 3]);
+    ext(0x001b, &[2, 0, 2]);
+    ext(0x44cd, &[0, 3, 2, b'h', b'2']);
+    ext(0xfe0d, &[0; 186]);
+    ext(0x3a3a, &[0]);
+    body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+    body.extend_from_slice(&exts);
+    let mut msg = vec![1, 0];
+    msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    msg.extend_from_slice(&body);
+    msg
+}
+
+fn firefox_512() -> Vec<u8> {
+    // tls12.pcap: a single 512-byte Firefox hello (falls back to the synthetic hello).
+    vectors("ja4_ja3_clienthello_vectors.json")
+        .and_then(|v| {
+            v["vectors"].as_array()?.iter().find_map(|r| {
+                let m = unhex(r["client_hello_handshake_hex"].as_str()?);
+                (m.len() == 512).then_some(m)
+            })
+        })
+        .unwrap_or_else(chrome_like_hello)
+}
+
+fn openssh_kexinit() -> Vec<u8> {
+    let v = vectors("hassh_vectors.json");
+    let lists: Vec<String> = v
+        .as_ref()
+        .and_then(|v| {
+            v["vectors"][0]["client_kexinit_namelists"]
+                .as_array()
+                .cloned()
+        })
+        .map(|l| l.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+        .unwrap_or_else(|| vec!["curve25519-sha256".to_string(); 10]);
+    let mut p = vec![20u8];
+    p.extend_from_slice(&[7; 16]);
+    for l in &lists {
+        p.extend_from_slice(&(l.len() as u32).to_be_bytes());
+        p.extend_from_slice(l.as_bytes());
+    }
+    p.extend_from_slice(&[0; 5]);
+    let pad = 8 - (p.len() + 5) % 8 + 8;
+    let mut s = b"SSH-2.0-OpenSSH_7.6p1 Ubuntu-4ubuntu0.5\r\n".to_vec();
+    s.extend_from_slice(&((1 + p.len() + pad) as u32).to_be_bytes());
+    s.push(pad as u8);
+    s.extend_from_slice(&p);
+    s.extend(std::iter::repeat_n(0u8, pad));
+    s
+}
+
+fn benches(c: &mut Criterion) {
+    let small = records(&firefox_512());
+    let big = records(&chrome_like_hello());
+    for (name, stream) in [("tls_512B", &small), ("tls_1.8KiB", &big)] {
+        c.bench_function(&format!("{name}/ja4+ja3"), |b| {
+            b.iter(|| {
+                let t = fingerprint::tls_client(black_box(stream)).unwrap();
+                black_box((t.ja4, t.ja3))
+            })
+        });
+        let mut out = Vec::with_capacity(8192);
+        c.bench_function(&format!("{name}/ja4+ja3+raw_strings"), |b| {
+            b.iter(|| {
+                let t = fingerprint::tls_client(black_box(stream)).unwrap();
+                out.clear();
+                t.write_ja4_r(&mut out);
+                t.write_ja3_string(&mut out);
+                black_box((t.ja4, t.ja3, out.len()))
+            })
+        });
+    }
+    // Breakdown on the small hello (what the set above is made of).
+    let msg = &small[5..];
+    c.bench_function("tls_512B/parse_only", |b| {
+        b.iter(|| black_box(spip::proto::tls::ClientHello::parse(black_box(msg)).is_ok()))
+    });
+    let h = spip::proto::tls::ClientHello::parse(msg).unwrap();
+    c.bench_function("tls_512B/ja4_only", |b| {
+        b.iter(|| black_box(fingerprint::ja4::ja4(black_box(&h))))
+    });
+    c.bench_function("tls_512B/ja3_only", |b| {
+        b.iter(|| black_box(fingerprint::ja3::ja3(black_box(&h))))
+    });
+    let ssh = openssh_kexinit();
+    c.bench_function("ssh_openssh/hassh", |b| {
+        b.iter(|| black_box(fingerprint::ssh_client(black_box(&ssh)).unwrap().hassh))
+    });
+    #[cfg(feature = "ja4plus")]
+    {
+        use spip::proto::http::{Head, parse_request_head};
+        let req: &[u8] = b"GET /index.html?q=1 HTTP/1.1\r\nHost: www.example.com\r\n\
+            User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n\
+            Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n\
+            Accept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br, zstd\r\n\
+            Referer: https://www.example.com/\r\nConnection: keep-alive\r\n\
+            Cookie: session=abc123; theme=dark; _ga=GA1.2.3\r\nUpgrade-Insecure-Requests: 1\r\n\
+            Sec-Fetch-Dest: document\r\n\r\n";
+        c.bench_function("http_10_headers/parse+ja4h", |b| {
+            b.iter(|| {
+                let Head::Complete(h) = parse_request_head(black_box(req)) else {
+                    unreachable!()
+                };
+                black_box(fingerprint::ja4h::ja4h(&h))
+            })
+        });
+    }
+}
+
+criterion_group!(fp, benches);
+criterion_main!(fp);
