@@ -10,6 +10,7 @@
 //! or, for anything else, whatever one read delivered.
 
 use crate::proto::http::{self, BodyLength, Head};
+use crate::proto::tls::{self, HelloStatus};
 use std::io::Write;
 use std::net::IpAddr;
 
@@ -229,45 +230,17 @@ fn frame_ssh_packet(pending: &[u8]) -> Framing {
     }
 }
 
-/// TLS records until the first handshake message (the ClientHello) is complete.
+/// TLS records until the first handshake message (the ClientHello) is complete; anything
+/// that is not a ClientHello is taken as it came.
 fn frame_tls_handshake(pending: &[u8]) -> Framing {
-    let mut pos = 0usize;
-    let mut handshake_bytes = 0usize;
-    let mut needed: Option<usize> = None;
-    loop {
-        let Some(header) = pending.get(pos..pos + 5) else {
-            return Framing::NeedMore;
-        };
-        let record_len = u16::from_be_bytes([header[3], header[4]]) as usize;
-        if header[0] != 0x16 || header[1] != 0x03 || record_len == 0 {
-            // Not (or no longer) a handshake record: the turn is what we have.
-            let len = if pos == 0 { pending.len() } else { pos };
-            return Framing::Complete {
-                len,
-                kind: TurnKind::TlsHandshake,
-            };
-        }
-        let Some(fragment) = pending.get(pos + 5..pos + 5 + record_len) else {
-            return Framing::NeedMore;
-        };
-        if needed.is_none() {
-            if fragment.len() < 4 {
-                // The 4-byte handshake header itself is split; take the next record's bytes too.
-                handshake_bytes += fragment.len();
-                pos += 5 + record_len;
-                continue;
-            }
-            let msg_len = u32::from_be_bytes([0, fragment[1], fragment[2], fragment[3]]) as usize;
-            needed = Some(4 + msg_len);
-        }
-        handshake_bytes += fragment.len();
-        pos += 5 + record_len;
-        if needed.is_some_and(|n| handshake_bytes >= n) {
-            return Framing::Complete {
-                len: pos,
-                kind: TurnKind::TlsHandshake,
-            };
-        }
+    let len = match tls::client_hello_status(pending) {
+        HelloStatus::Complete { records_len, .. } => records_len,
+        HelloStatus::Incomplete => return Framing::NeedMore,
+        HelloStatus::Invalid => pending.len(),
+    };
+    Framing::Complete {
+        len,
+        kind: TurnKind::TlsHandshake,
     }
 }
 

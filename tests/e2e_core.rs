@@ -94,6 +94,10 @@ fn curl_gets_200_with_its_ip_and_http_fields_are_recorded() {
         r["event"].get("summary").is_none(),
         "HTTP records carry no summary"
     );
+    if cfg!(feature = "ja4plus") {
+        let ja4h = r["http"]["request"]["hash"]["ja4h"].as_str().unwrap();
+        assert!(ja4h.starts_with("ge11nn0"), "{ja4h}");
+    }
 }
 
 #[test]
@@ -408,6 +412,10 @@ fn ssh_client_gets_a_banner_and_its_kexinit_is_recorded() {
             .starts_with("SSH-2.0-OpenSSH")
     );
     assert_eq!(recs[1]["spip"]["turn"], 2);
+    let hassh = recs[1]["ssh"]["client"]["hash"]["hassh"]
+        .as_str()
+        .expect("hassh in the KEXINIT record");
+    assert_eq!(hassh.len(), 32);
     assert_eq!(
         recs[0]["event"]["id"], recs[1]["event"]["id"],
         "one event.id per connection"
@@ -498,5 +506,45 @@ fn repo_config_is_valid() {
     assert!(
         text.contains("ip = \"127.0.0.1\"") && text.contains("log_file = \"\""),
         "{text}"
+    );
+}
+
+#[test]
+fn tls_client_hello_is_fingerprinted_in_plain_mode() {
+    if !require_root("tls_client_hello_is_fingerprinted_in_plain_mode") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "");
+    let _ = ns
+        .cmd(&[
+            "openssl",
+            "s_client",
+            "-connect",
+            "127.0.0.1:443",
+            "-servername",
+            "bank.example",
+            "-alpn",
+            "h2,http/1.1",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let recs = sensor.wait_records(1, SECS5);
+    let r = &with_dport(&recs, 443)[0];
+    assert_eq!(r["network"]["protocol"], "tls");
+    assert_eq!(r["tls"]["client"]["server_name"], "bank.example");
+    assert_eq!(
+        r["tls"]["client"]["supported_protocols"],
+        serde_json::json!(["h2", "http/1.1"])
+    );
+    let ja4 = r["tls"]["client"]["hash"]["ja4"].as_str().unwrap();
+    assert!(ja4.starts_with("t13d") && ja4.contains("h2_"), "{ja4}");
+    assert_eq!(r["tls"]["client"]["ja3"].as_str().unwrap().len(), 32);
+    assert!(
+        r["event"]["original_payload_hex"]
+            .as_str()
+            .unwrap()
+            .starts_with("16030")
     );
 }
