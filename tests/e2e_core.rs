@@ -559,8 +559,9 @@ fn silent_and_stalled_clients_time_out_and_are_recorded() {
     let (silent, stalled) = ns.within(|| {
         let t0 = std::time::Instant::now();
         // Sends nothing: the sensor ends the first wait after ~1 s.
-        let silent = exchange(addr("127.0.0.1:5432"), &[], Duration::from_secs(4));
+        let silent_reply = exchange(addr("127.0.0.1:5432"), &[], Duration::from_secs(4));
         let silent_took = t0.elapsed();
+        assert!(silent_reply.is_empty(), "a silent client gets nothing");
         // Half an HTTP request, then nothing.
         let stalled = exchange(
             addr("127.0.0.1:8000"),
