@@ -37,6 +37,8 @@ ip netns exec "$NS" sysctl -qw net.ipv4.tcp_tw_reuse=1 net.core.somaxconn=65535
 
 TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Capture threads only (spip's workers), without the writer and Loom threads.
+worker_ticks() { cat /proc/"$1"/task/*/stat 2>/dev/null | awk '/\(spip-worker/ {t += $14 + $15} END {print t + 0}'; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 lines() { [ -f "$1" ] && wc -l < "$1" || echo 0; }
 
@@ -55,7 +57,7 @@ stats_interval_seconds = 3600
 EOF
 
 start_sensor() { # name
-    if [ "$1" = spip ]; then
+    if [ "${1%-loom}" = spip ]; then
         ip netns exec "$NS" "$BIN/spip-agent" --config "$WORK/spip.toml" 2>"$WORK/spip.err" &
     else
         ip netns exec "$NS" "$BIN/examples/flood_baseline" $PORT 2 2>"$WORK/baseline.err" &
@@ -78,14 +80,18 @@ flood() { # sensor mode
     rec0=$(lines "$WORK/records.jsonl")
     sleep 0.5
     before=$(cpu_ticks "$SENSOR_PID")
+    wbefore=$(worker_ticks "$SENSOR_PID")
     out=$(ip netns exec "$NS" "$BIN/examples/flood_loadgen" --mode "$mode" --count "$COUNT" --concurrency "$CONC")
     sleep 1.5 # let the sensor finish the last connections and flush
     after=$(cpu_ticks "$SENSOR_PID")
+    wafter=$(worker_ticks "$SENSOR_PID")
     completed=$(sed 's/.*"completed":\([0-9]*\).*/\1/' <<<"$out")
     cps=$(sed 's/.*"conns_per_s":\([0-9]*\).*/\1/' <<<"$out")
     us=$(awk -v a="$after" -v b="$before" -v t="$TCK" -v n="$completed" 'BEGIN { printf "%.1f", (a - b) * 1e6 / t / n }')
     rec1=$(lines "$WORK/records.jsonl")
     RESULT[$sensor,$mode,us]=$us
+    RESULT[$sensor,$mode,worker_us]=$(awk -v a="$wafter" -v b="$wbefore" -v t="$TCK" -v n="$completed" \
+        'BEGIN { printf "%.1f", (a - b) * 1e6 / t / n }')
     RESULT[$sensor,$mode,cps]=$cps
     RESULT[$sensor,$mode,completed]=$completed
     RESULT[$sensor,$mode,records]=$((rec1 - rec0))
@@ -119,6 +125,25 @@ for sensor in baseline spip; do
     stop_sensor
 done
 
+# Loom on: the same payload flood, records also POSTed to a local Loom stand-in.
+LOOM_PORT=9999
+ip netns exec "$NS" iptables -t nat -I OUTPUT 1 -p tcp -d 127.0.0.0/8 --dport $LOOM_PORT -j RETURN
+ip netns exec "$NS" python3 benches/flood/loom_sink.py $LOOM_PORT "$WORK/loom.count" &
+LOOM_PID=$!
+sleep 0.5
+cp "$WORK/spip.toml" "$WORK/spip-noloom.toml"
+printf '[loom]\nenabled = true\nurl = "http://127.0.0.1:%s/ingest"\nsensor_id = "bench"\ntoken = "bench"\nbatch_size = 500\nflush_interval = "1s"\n' \
+    $LOOM_PORT >> "$WORK/spip.toml"
+main_total=$main_total
+rm -f "$WORK/records.jsonl"
+start_sensor spip-loom
+flood spip-loom payload
+sleep 2
+stop_sensor
+kill $LOOM_PID 2>/dev/null || true
+cp "$WORK/spip-noloom.toml" "$WORK/spip.toml"
+shipped=$(cat "$WORK/loom.count" 2>/dev/null || echo 0)
+
 printf '\n%-9s %-8s %12s %10s %12s %12s\n' sensor mode "cpu_us/conn" "conns/s" completed records
 for mode in empty payload; do
     for sensor in baseline spip; do
@@ -134,6 +159,11 @@ for sensor in baseline spip; do
         "${RESULT[$sensor,hold,bytes]}" "${RESULT[$sensor,hold,held]}"
 done
 lost=$(( RESULT[spip,empty,completed] + RESULT[spip,payload,completed] + RESULT[spip,hold,held] + 500 ))
-total=$(lines "$WORK/records.jsonl")
+total=$main_total
 echo "spip records: $total written for $lost connections completed (lost: $((lost - total)))"
+echo "spip worker-thread CPU (capture only): empty ${RESULT[spip,empty,worker_us]} us/conn, payload ${RESULT[spip,payload,worker_us]} us/conn"
+awk -v on="${RESULT[spip-loom,payload,worker_us]}" -v off="${RESULT[spip,payload,worker_us]}" \
+    -v allon="${RESULT[spip-loom,payload,us]}" -v alloff="${RESULT[spip,payload,us]}" \
+    'BEGIN { printf "loom on: capture %s us/conn vs %s off (%.2fx); whole process %s vs %s us/conn\n", on, off, on / off, allon, alloff }'
+echo "loom shipped $shipped of ${RESULT[spip-loom,payload,completed]} records"
 grep final_stats "$WORK/spip.err" || true
