@@ -21,8 +21,10 @@ BIN=target/release
 NS=spip-bench-$$
 WORK=$(mktemp -d)
 SENSOR_PID=
+LOOM_PID=
 cleanup() {
     [ -n "$SENSOR_PID" ] && kill "$SENSOR_PID" 2>/dev/null || true
+    [ -n "$LOOM_PID" ] && kill "$LOOM_PID" 2>/dev/null || true
     wait 2>/dev/null || true
     ip netns del "$NS" 2>/dev/null || true
     rm -rf "$WORK"
@@ -134,7 +136,7 @@ sleep 0.5
 cp "$WORK/spip.toml" "$WORK/spip-noloom.toml"
 printf '[loom]\nenabled = true\nurl = "http://127.0.0.1:%s/ingest"\nsensor_id = "bench"\ntoken = "bench"\nbatch_size = 500\nflush_interval = "1s"\n' \
     $LOOM_PORT >> "$WORK/spip.toml"
-main_total=$main_total
+main_total=$(lines "$WORK/records.jsonl")
 rm -f "$WORK/records.jsonl"
 start_sensor spip-loom
 flood spip-loom payload
