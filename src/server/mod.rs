@@ -61,6 +61,10 @@ pub fn run(
     let counters = Arc::new(Counters::default());
     let (output, writer) = match Output::start(
         cfg.log_file.as_deref(),
+        crate::output::Rotation {
+            max_bytes: cfg.log_max_bytes,
+            max_files: cfg.log_max_files,
+        },
         cfg.output_queue_records,
         counters.clone(),
         consumer,
