@@ -4,7 +4,7 @@
 //! sensor-specific facts go under `spip`.
 
 use crate::analysis::Analysis;
-use crate::json::{JsonWriter, write_u64};
+use crate::json::JsonWriter;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -137,17 +137,40 @@ pub fn write_record(
 
 fn write_ip(w: &mut JsonWriter, addr: SocketAddr) {
     let mut tmp = [0u8; 46];
-    let n = format_ip(&mut tmp, addr);
+    let n = format_ip(&mut tmp, addr.ip());
     w.str("ip", &tmp[..n]);
 }
 
 /// Formats the IP (IPv4-mapped IPv6 shown as IPv4) into `buf`, returning its length.
-pub fn format_ip(buf: &mut [u8; 46], addr: SocketAddr) -> usize {
+pub fn format_ip(buf: &mut [u8; 46], ip: std::net::IpAddr) -> usize {
     use std::io::Write;
-    let ip = addr.ip().to_canonical();
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cursor, "{ip}");
-    cursor.position() as usize
+    match ip.to_canonical() {
+        // The common case, without the formatting machinery.
+        std::net::IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                let width = if octet >= 100 {
+                    3
+                } else if octet >= 10 {
+                    2
+                } else {
+                    1
+                };
+                digits(&mut buf[n..n + width], u64::from(octet));
+                n += width;
+            }
+            n
+        }
+        ip => {
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cursor, "{ip}");
+            cursor.position() as usize
+        }
+    }
 }
 
 fn duration_nanos(start: SystemTime, at: SystemTime) -> u64 {
@@ -163,30 +186,22 @@ pub fn write_timestamp(out: &mut Vec<u8>, t: SystemTime) {
     let secs = since.as_secs();
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    out.push(b'"');
-    pad(out, year as u64, 4);
-    out.push(b'-');
-    pad(out, month as u64, 2);
-    out.push(b'-');
-    pad(out, day as u64, 2);
-    out.push(b'T');
-    pad(out, rem / 3600, 2);
-    out.push(b':');
-    pad(out, rem / 60 % 60, 2);
-    out.push(b':');
-    pad(out, rem % 60, 2);
-    out.push(b'.');
-    pad(out, u64::from(since.subsec_micros()), 6);
-    out.extend_from_slice(b"Z\"");
+    let mut b = *b"\"0000-00-00T00:00:00.000000Z\"";
+    digits(&mut b[1..5], year.clamp(0, 9999) as u64);
+    digits(&mut b[6..8], u64::from(month));
+    digits(&mut b[9..11], u64::from(day));
+    digits(&mut b[12..14], rem / 3600);
+    digits(&mut b[15..17], rem / 60 % 60);
+    digits(&mut b[18..20], rem % 60);
+    digits(&mut b[21..27], u64::from(since.subsec_micros()));
+    out.extend_from_slice(&b);
 }
 
-fn pad(out: &mut Vec<u8>, v: u64, width: usize) {
-    let start = out.len();
-    write_u64(out, v);
-    let len = out.len() - start;
-    if len < width {
-        let zeros = width - len;
-        out.splice(start..start, std::iter::repeat_n(b'0', zeros));
+/// Fills `dst` with the low decimal digits of `v`, zero-padded.
+fn digits(dst: &mut [u8], mut v: u64) {
+    for d in dst.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
     }
 }
 
@@ -309,6 +324,23 @@ mod tests {
             community_id: "1:abc=",
             started: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         }
+    }
+
+    #[test]
+    fn ip_formatting() {
+        let mut b = [0u8; 46];
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let n = format_ip(&mut b, ip.parse().unwrap());
+            assert_eq!(&b[..n], ip.as_bytes());
+        }
+        let n = format_ip(&mut b, "::ffff:192.0.2.1".parse().unwrap());
+        assert_eq!(&b[..n], b"192.0.2.1");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use crate::proto::http::{self, BodyLength, Head};
 use crate::proto::tls::{self, HelloStatus};
-use std::io::Write;
+use crate::record::format_ip;
 use std::net::IpAddr;
 
 /// What kind of client message a turn holds.
@@ -147,7 +147,9 @@ impl Session {
             // cannot go on with key exchange, so end here rather than hold the socket.
             TurnKind::SshPacket => After::Close,
             TurnKind::TlsHandshake | TurnKind::Other => {
-                let _ = write!(out, "{client_ip}");
+                let mut ip = [0u8; 46];
+                let n = format_ip(&mut ip, client_ip);
+                out.extend_from_slice(&ip[..n]);
                 After::KeepOpen
             }
         }
@@ -156,16 +158,14 @@ impl Session {
 
 fn write_http_ok(out: &mut Vec<u8>, client_ip: IpAddr, keep_alive: bool, is_head: bool) {
     let mut ip = [0u8; 46];
-    let ip_len = {
-        let mut cursor = std::io::Cursor::new(&mut ip[..]);
-        let _ = write!(cursor, "{client_ip}");
-        cursor.position() as usize
-    };
-    let _ = write!(
-        out,
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {ip_len}\r\nConnection: {}\r\n\r\n",
-        if keep_alive { "keep-alive" } else { "close" }
-    );
+    let ip_len = format_ip(&mut ip, client_ip);
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ");
+    crate::json::write_u64(out, ip_len as u64);
+    out.extend_from_slice(if keep_alive {
+        b"\r\nConnection: keep-alive\r\n\r\n"
+    } else {
+        b"\r\nConnection: close\r\n\r\n"
+    });
     if !is_head {
         out.extend_from_slice(&ip[..ip_len]);
     }

@@ -548,3 +548,39 @@ fn tls_client_hello_is_fingerprinted_in_plain_mode() {
             .starts_with("16030")
     );
 }
+
+#[test]
+fn silent_and_stalled_clients_time_out_and_are_recorded() {
+    if !require_root("silent_and_stalled_clients_time_out_and_are_recorded") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "read_timeout_seconds = 1");
+    let (silent, stalled) = ns.within(|| {
+        let t0 = std::time::Instant::now();
+        // Sends nothing: the sensor ends the first wait after ~1 s.
+        let silent_reply = exchange(addr("127.0.0.1:5432"), &[], Duration::from_secs(4));
+        let silent_took = t0.elapsed();
+        assert!(silent_reply.is_empty(), "a silent client gets nothing");
+        // Half an HTTP request, then nothing.
+        let stalled = exchange(
+            addr("127.0.0.1:8000"),
+            &[b"GET /admin HTTP/1.1\r\nHost: x\r\n"],
+            Duration::from_secs(4),
+        );
+        (silent_took, stalled)
+    });
+    assert!(
+        silent < Duration::from_millis(2500),
+        "closed after the read timeout, took {silent:?}"
+    );
+    assert!(stalled.is_empty(), "an incomplete request gets no reply");
+    let recs = sensor.wait_records(2, SECS5);
+    let s = &with_dport(&recs, 5432)[0];
+    assert_eq!(s["spip"]["close_reason"], "read_timeout");
+    assert_eq!(s["spip"]["empty"], true);
+    let h = &with_dport(&recs, 8000)[0];
+    assert_eq!(h["spip"]["close_reason"], "read_timeout");
+    assert_eq!(h["spip"]["truncated"], true);
+    assert_eq!(h["event"]["summary"], "GET /admin HTTP/1.1\r\nHost: x\r\n");
+}

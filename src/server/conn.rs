@@ -4,6 +4,7 @@
 //! a silent connection holds no buffer while it waits. Bytes are copied into the connection's
 //! own `pending` buffer only when a turn spans several reads.
 
+use super::registry::ConnId;
 use super::worker::Worker;
 use crate::analysis::analyze;
 use crate::fingerprint::community_id::community_id_v1;
@@ -29,6 +30,8 @@ enum ReadOutcome {
     Eof,
     Reset,
     TimedOut,
+    /// The provided-buffer pool was empty: read again into our own buffer.
+    NoBuffer,
 }
 
 /// Waits up to `wait` for at most `room` client bytes.
@@ -68,20 +71,30 @@ async fn read_owned(stream: &mut TcpStream, room: usize, wait: Duration) -> Read
 /// Serves an admitted connection to the end.
 ///
 /// Most connections wait silently (or never send anything), so the first wait holds only the
-/// socket and a few words; everything else is built, in a box, once that wait is over.
-pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) {
+/// socket and a few words: no timer (the worker's registry ends it at its deadline) and no
+/// connection state, which is built in a box once that wait is over.
+pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr, id: ConnId) {
     let started = SystemTime::now();
     let t0 = Instant::now();
-    let cfg = &worker.shared.cfg;
-    let wait = cfg.read_timeout.min(cfg.session_timeout);
-    let first = read_some(&mut stream, cfg.max_payload_bytes, wait).await;
-    Box::pin(serve_rest(worker, stream, peer, started, t0, first)).await;
+    let first = match stream
+        .read_managed(worker.shared.cfg.max_payload_bytes)
+        .await
+    {
+        Ok(Some(buf)) if !buf.is_empty() => ReadOutcome::Pooled(buf),
+        Ok(_) if worker.registry.borrow_mut().first_wait_timed_out(id) => ReadOutcome::TimedOut,
+        Ok(_) => ReadOutcome::Eof,
+        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => ReadOutcome::NoBuffer,
+        Err(_) => ReadOutcome::Reset,
+    };
+    worker.registry.borrow_mut().first_wait_over(id);
+    Box::pin(serve_rest(worker, stream, peer, id, started, t0, first)).await;
 }
 
 async fn serve_rest(
     worker: Rc<Worker>,
     mut stream: TcpStream,
     peer: SocketAddr,
+    id: ConnId,
     started: SystemTime,
     t0: Instant,
     first: ReadOutcome,
@@ -136,6 +149,10 @@ async fn serve_rest(
             CloseReason::ReadTimeout
         };
         let read = match outcome.take() {
+            Some(ReadOutcome::NoBuffer) => {
+                let room = conn.cap - conn.received;
+                read_owned(&mut stream, room, cfg.read_timeout.min(session_left)).await
+            }
             Some(first) => first,
             None => {
                 if session_left.is_zero() {
@@ -154,6 +171,7 @@ async fn serve_rest(
             ReadOutcome::Eof => break conn.eof_reason(),
             ReadOutcome::Reset => break CloseReason::Reset,
             ReadOutcome::TimedOut => break timeout_reason,
+            ReadOutcome::NoBuffer => continue, // handled above; not produced by read_some
         };
         if !conn.reply.is_empty() {
             let reply = std::mem::take(&mut conn.reply);
@@ -175,7 +193,7 @@ async fn serve_rest(
     };
     conn.finish(close);
     drop(conn);
-    worker.connection_closed(fd);
+    worker.connection_closed(id);
     // Closed by drop; a protocol end or cap gets a plain FIN, which is what a server would do.
     drop(stream);
 }

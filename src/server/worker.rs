@@ -2,10 +2,10 @@
 
 use super::Shared;
 use super::conn;
+use super::registry::{ConnId, Registry};
 use crate::limits::{Admission, Refusal};
 use crate::output::RecordSink;
 use crate::record::EventIds;
-use ahash::AHashSet;
 use compio::driver::{DriverType, ProactorBuilder};
 use compio::net::{TcpListener, TcpStream};
 use futures_util::StreamExt;
@@ -16,7 +16,7 @@ use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -43,8 +43,8 @@ pub struct Worker {
     pub sink: RefCell<RecordSink>,
     pub ids: RefCell<EventIds>,
     admission: RefCell<Admission>,
-    /// Raw fds of live connections, to end them at the close of the grace period.
-    live: RefCell<AHashSet<RawFd>>,
+    /// Live connections and the deadlines of their first wait.
+    pub registry: RefCell<Registry>,
     stop: StopSignal,
 }
 
@@ -53,8 +53,8 @@ impl Worker {
         self.stop.fired.get()
     }
 
-    pub fn connection_closed(&self, fd: RawFd) {
-        self.live.borrow_mut().remove(&fd);
+    pub fn connection_closed(&self, id: ConnId) {
+        self.registry.borrow_mut().remove(id);
         self.shared.counters.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -148,7 +148,7 @@ pub fn run(shared: Arc<Shared>, listener: std::net::TcpListener, index: usize) -
                 1.0 / threads,
                 Instant::now(),
             )),
-            live: RefCell::new(AHashSet::new()),
+            registry: RefCell::new(Registry::new()),
             stop: StopSignal::default(),
             shared: shared.clone(),
         });
@@ -167,7 +167,9 @@ async fn tick(worker: Rc<Worker>) {
     loop {
         compio::time::sleep(TICK).await;
         worker.sink.borrow_mut().flush();
-        worker.admission.borrow_mut().maybe_sweep(Instant::now());
+        let now = Instant::now();
+        worker.admission.borrow_mut().maybe_sweep(now);
+        worker.registry.borrow_mut().sweep(now);
         if worker.shared.shutdown.load(Ordering::Acquire) && !worker.stopping() {
             worker.stop.fire();
         }
@@ -241,25 +243,29 @@ fn admit(worker: &Rc<Worker>, stream: TcpStream) {
             return;
         }
     }
-    worker.live.borrow_mut().insert(stream.as_raw_fd());
-    compio::runtime::spawn(conn::serve(worker.clone(), stream, peer)).detach();
+    let deadline = Instant::now() + worker.shared.cfg.read_timeout;
+    let id = worker
+        .registry
+        .borrow_mut()
+        .insert(stream.as_raw_fd(), deadline);
+    compio::runtime::spawn(conn::serve(worker.clone(), stream, peer, id)).detach();
 }
 
 /// After accepting stops: live connections get the grace period, then their reads are ended
 /// (shutdown(2) makes a pending read return EOF) so each still writes its record.
 async fn drain(worker: &Rc<Worker>) {
     let grace_end = Instant::now() + worker.shared.cfg.shutdown_grace;
-    while !worker.live.borrow().is_empty() && Instant::now() < grace_end {
+    while !worker.registry.borrow().is_empty() && Instant::now() < grace_end {
         compio::time::sleep(Duration::from_millis(20)).await;
     }
-    let fds: Vec<RawFd> = worker.live.borrow().iter().copied().collect();
+    let fds = worker.registry.borrow().live_fds();
     for fd in fds {
         // SAFETY: fd belongs to a live connection task that has not closed it yet (tasks
-        // remove their fd from `live` before dropping the socket).
+        // leave the registry before dropping the socket).
         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     }
     let hard_end = Instant::now() + Duration::from_secs(2);
-    while !worker.live.borrow().is_empty() && Instant::now() < hard_end {
+    while !worker.registry.borrow().is_empty() && Instant::now() < hard_end {
         compio::time::sleep(Duration::from_millis(10)).await;
     }
 }
