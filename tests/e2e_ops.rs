@@ -117,3 +117,192 @@ fn small_retention_keeps_at_most_n_plus_one_files() {
         }
     }
 }
+
+/// A bare namespace (loopback up, no rules).
+fn bare_ns() -> Netns {
+    let ns = Netns {
+        name: format!(
+            "spip-o{}-{}",
+            std::process::id(),
+            NS_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ),
+    };
+    let ok = std::process::Command::new("ip")
+        .args(["netns", "add", &ns.name])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ip netns add {}", ns.name);
+    ns.run(&["ip", "link", "set", "lo", "up"]);
+    ns
+}
+
+static NS_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(100);
+
+const HOST4: &str = "10.213.0.1";
+const PEER4: &str = "10.213.0.2";
+const HOST6: &str = "fd00:213::1";
+const PEER6: &str = "fd00:213::2";
+
+/// Sensor host and a peer, joined by a veth pair (addresses only inside these namespaces).
+fn host_and_peer() -> (Netns, Netns) {
+    let host = bare_ns();
+    let peer = bare_ns();
+    host.run(&[
+        "ip", "link", "add", "vhost", "type", "veth", "peer", "name", "vpeer", "netns", &peer.name,
+    ]);
+    for (ns, dev, a4, a6) in [
+        (&host, "vhost", HOST4, HOST6),
+        (&peer, "vpeer", PEER4, PEER6),
+    ] {
+        ns.run(&["ip", "addr", "add", &format!("{a4}/24"), "dev", dev]);
+        ns.run(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{a6}/64"),
+            "dev",
+            dev,
+            "nodad",
+        ]);
+        ns.run(&["ip", "link", "set", dev, "up"]);
+    }
+    (host, peer)
+}
+
+fn connect_reply(peer: &Netns, dst: &str, payload: &'static [u8]) -> Option<Vec<u8>> {
+    let dst: SocketAddr = dst.parse().unwrap();
+    peer.within(move || {
+        use std::io::{Read, Write};
+        // One connection only: a refused connect means "not redirected".
+        let mut s = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(3)).ok()?;
+        s.write_all(payload).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        Some(reply)
+    })
+}
+
+/// `iptables-save` + `ip6tables-save` (without their dated comments), and for the nftables
+/// backend also `nft list ruleset`. (iptables-nft creates an empty, policy-accept PREROUTING
+/// base chain the first time a rule is added there and never deletes it; iptables-save shows
+/// no difference, which is the view an iptables user has.)
+fn ruleset(ns: &Netns, backend: &str) -> String {
+    let mut s = String::new();
+    if backend == "nftables" {
+        let nft = ns.run(&["nft", "list", "ruleset"]);
+        s.push_str(&String::from_utf8(nft.stdout).unwrap());
+    }
+    for tool in ["iptables-save", "ip6tables-save"] {
+        let out = ns.run(&[tool]);
+        // Drop only the "# Generated/Completed ... on <date>" comments.
+        for l in String::from_utf8(out.stdout).unwrap().lines() {
+            if !l.starts_with('#') {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+    }
+    s
+}
+
+fn redirect_roundtrip(backend: &str) {
+    let (host, peer) = host_and_peer();
+    // Somebody else's firewall, which must survive untouched.
+    host.run(&[
+        "nft",
+        "add table inet other; add chain inet other input { type filter hook input priority 0; policy accept; }; add rule inet other input tcp dport 9999 counter accept",
+    ]);
+    for tool in ["iptables", "ip6tables"] {
+        host.run(&[
+            tool,
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "vhost",
+            "-p",
+            "udp",
+            "-j",
+            "MASQUERADE",
+        ]);
+    }
+    let before = ruleset(&host, backend);
+    let mut sensor = Sensor::start(&host, "");
+    let spip = |action: &str| {
+        let out = host
+            .cmd(&[
+                bin(),
+                "redirect",
+                action,
+                "--backend",
+                backend,
+                "--exclude-port",
+                "22",
+                "--port",
+                &SENSOR_PORT.to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "redirect {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Without the rules an arbitrary port is closed.
+    assert_eq!(connect_reply(&peer, &format!("{HOST4}:4444"), b"x"), None);
+
+    spip("apply");
+    spip("apply"); // idempotent: re-applying replaces, never duplicates
+    let shown = spip("show");
+    assert!(shown.contains("8080"), "{shown}");
+    assert_eq!(
+        connect_reply(&peer, &format!("{HOST4}:4444"), b"hello v4\n").as_deref(),
+        Some(PEER4.as_bytes())
+    );
+    assert_eq!(
+        connect_reply(&peer, &format!("[{HOST6}]:4445"), b"hello v6\n").as_deref(),
+        Some(PEER6.as_bytes())
+    );
+    // The excluded port is not redirected (nothing listens there).
+    assert_eq!(connect_reply(&peer, &format!("{HOST4}:22"), b"x"), None);
+    let recs = sensor.wait_records(2, Duration::from_secs(5));
+    let v4 = with_dport(&recs, 4444);
+    let v6 = with_dport(&recs, 4445);
+    assert_eq!(v4.len(), 1, "{recs:?}");
+    assert_eq!(v6.len(), 1, "{recs:?}");
+    assert_eq!(v4[0]["source"]["ip"], PEER4);
+    assert_eq!(v6[0]["source"]["ip"], PEER6);
+
+    spip("remove");
+    spip("remove"); // removing twice is fine
+    assert_eq!(connect_reply(&peer, &format!("{HOST4}:4446"), b"x"), None);
+    let after = ruleset(&host, backend);
+    assert_eq!(
+        before, after,
+        "remove must restore the ruleset byte for byte"
+    );
+    let (code, _) = sensor.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn redirect_nftables_reaches_the_sensor_and_remove_is_exact() {
+    if !require_root("redirect_nftables_reaches_the_sensor_and_remove_is_exact") {
+        return;
+    }
+    redirect_roundtrip("nftables");
+}
+
+#[test]
+fn redirect_iptables_reaches_the_sensor_and_remove_is_exact() {
+    if !require_root("redirect_iptables_reaches_the_sensor_and_remove_is_exact") {
+        return;
+    }
+    redirect_roundtrip("iptables");
+}
