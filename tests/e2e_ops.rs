@@ -178,7 +178,8 @@ fn connect_reply(peer: &Netns, dst: &str, payload: &'static [u8]) -> Option<Vec<
         // One connection only: a refused connect means "not redirected".
         let mut s = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(3)).ok()?;
         s.write_all(payload).ok()?;
-        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         let mut reply = Vec::new();
         let _ = s.read_to_end(&mut reply);
         Some(reply)
@@ -305,4 +306,122 @@ fn redirect_iptables_reaches_the_sensor_and_remove_is_exact() {
         return;
     }
     redirect_roundtrip("iptables");
+}
+
+#[test]
+fn tproxy_mode_reaches_the_transparent_listener_and_remove_is_exact() {
+    if !require_root("tproxy_mode_reaches_the_transparent_listener_and_remove_is_exact") {
+        return;
+    }
+    let (host, peer) = host_and_peer();
+    let routing = |ns: &Netns| {
+        let mut s = ruleset(ns, "nftables");
+        let cmds: [&[&str]; 4] = [
+            &["ip", "-4", "rule", "show"],
+            &["ip", "-6", "rule", "show"],
+            &["ip", "-4", "route", "show", "table", "all"],
+            &["ip", "-6", "route", "show", "table", "all"],
+        ];
+        for args in cmds {
+            s.push_str(&String::from_utf8(ns.run(args).stdout).unwrap());
+        }
+        s
+    };
+    let before = routing(&host);
+    let mut sensor = Sensor::start(&host, "mode = \"tproxy\"\n");
+    let spip = |action: &str| {
+        let out = host
+            .cmd(&[
+                bin(),
+                "redirect",
+                action,
+                "--tproxy",
+                "--exclude-port",
+                "22",
+                "--port",
+                &SENSOR_PORT.to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "redirect {action} --tproxy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    assert_eq!(connect_reply(&peer, &format!("{HOST4}:5555"), b"x"), None);
+    spip("apply");
+    spip("apply");
+    assert_eq!(
+        connect_reply(&peer, &format!("{HOST4}:5555"), b"tproxy v4\n").as_deref(),
+        Some(PEER4.as_bytes())
+    );
+    assert_eq!(
+        connect_reply(&peer, &format!("[{HOST6}]:5556"), b"tproxy v6\n").as_deref(),
+        Some(PEER6.as_bytes())
+    );
+    assert_eq!(connect_reply(&peer, &format!("{HOST4}:22"), b"x"), None);
+    let recs = sensor.wait_records(2, Duration::from_secs(5));
+    let v4 = with_dport(&recs, 5555);
+    let v6 = with_dport(&recs, 5556);
+    assert_eq!((v4.len(), v6.len()), (1, 1), "{recs:?}");
+    assert_eq!(v4[0]["destination"]["ip"], HOST4);
+    assert_eq!(v6[0]["destination"]["ip"], HOST6);
+    assert_eq!(v4[0]["source"]["ip"], PEER4);
+    spip("remove");
+    assert_eq!(connect_reply(&peer, &format!("{HOST4}:5557"), b"x"), None);
+    assert_eq!(
+        before,
+        routing(&host),
+        "remove must restore rules and routes"
+    );
+    let (code, _) = sensor.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn tproxy_dry_run_prints_rules_and_policy_routing() {
+    let out = std::process::Command::new(bin())
+        .args([
+            "redirect",
+            "apply",
+            "--tproxy",
+            "--dry-run",
+            "--port",
+            "8080",
+            "--exclude-port",
+            "22",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "nft -f - <<'EOF'",
+        "type filter hook prerouting priority mangle; policy accept;",
+        "tcp dport { 22, 8080 } return",
+        "tproxy ip to :8080 accept",
+        "tproxy ip6 to :8080 accept",
+        "ip -4 rule add fwmark 1 lookup 100",
+        "ip -4 route add local 0.0.0.0/0 dev lo table 100",
+        "ip -6 rule add fwmark 1 lookup 100",
+        "ip -6 route add local ::/0 dev lo table 100",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    // iptables has no TPROXY generator: a clear usage error.
+    let out = std::process::Command::new(bin())
+        .args([
+            "redirect",
+            "apply",
+            "--tproxy",
+            "--backend",
+            "iptables",
+            "--dry-run",
+            "--port",
+            "8080",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

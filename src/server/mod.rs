@@ -55,7 +55,7 @@ pub fn run(
     let addr = SocketAddr::new(cfg.ip, cfg.port);
     let mut listeners = Vec::with_capacity(cfg.threads);
     for _ in 0..cfg.threads {
-        match worker::bind_listener(addr) {
+        match worker::bind_listener(addr, cfg.mode == crate::config::Mode::Tproxy) {
             Ok(l) => listeners.push(l),
             Err(e) => {
                 eprintln!("spip: cannot listen on {addr}: {e}");
