@@ -21,4 +21,5 @@ pub mod record;
 pub mod redirect;
 pub mod server;
 pub mod session;
+pub mod setup;
 pub mod stats;

@@ -425,3 +425,84 @@ fn tproxy_dry_run_prints_rules_and_policy_routing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn setup_writes_a_config_that_passes_check() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = temp_dir("setup");
+    let cfg = dir.join("etc/config.toml");
+    let cfg_s = cfg.to_str().unwrap();
+    let log = dir.join("spip.jsonl");
+    let out = Command::new(bin())
+        .args([
+            "setup",
+            "--non-interactive",
+            "--output",
+            cfg_s,
+            "--name",
+            "edge-7",
+            "--port",
+            "2323",
+            "--log-file",
+            log.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check = Command::new(bin())
+        .args(["--check", "--config", cfg_s])
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    let text = String::from_utf8(check.stdout).unwrap();
+    assert!(
+        text.contains("name = \"edge-7\"\n") && text.contains("port = 2323\n"),
+        "{text}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    // An existing file is not replaced without --force.
+    let again = Command::new(bin())
+        .args(["setup", "--non-interactive", "--output", cfg_s])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    // Interactive, answers on stdin.
+    let mut child = Command::new(bin())
+        .args(["setup", "--output", cfg_s, "--force"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"edge-8\n::\n8443\n-\nn\nn\nn\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "prompts go to stderr");
+    let check = Command::new(bin())
+        .args(["--check", "--config", cfg_s])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(check.stdout).unwrap();
+    assert!(text.contains("name = \"edge-8\"\n"), "{text}");
+    assert!(
+        text.contains("ip = \"::\"\n") && text.contains("log_file = \"\"\n"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
