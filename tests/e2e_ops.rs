@@ -506,3 +506,28 @@ fn setup_writes_a_config_that_passes_check() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn packaged_config_is_valid_and_documents_every_key() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/config.toml");
+    let cfg = spip::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.port, 8080);
+    assert_eq!(cfg.ip.to_string(), "0.0.0.0");
+    assert_eq!(
+        cfg.log_file.as_deref(),
+        Some(std::path::Path::new("/var/log/spip/spip.jsonl"))
+    );
+    // Every effective setting `--check` prints appears as a key in the packaged file.
+    let text = std::fs::read_to_string(&path).unwrap();
+    for line in cfg.describe().lines() {
+        let key = line.split(" = ").next().unwrap();
+        let key = key.strip_prefix("loom.").unwrap_or(key);
+        if key == "tls" {
+            continue;
+        }
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{key} = "))),
+            "packaging/config.toml lacks {key}"
+        );
+    }
+}
