@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 fail() { echo "test-deb: FAIL: $*" >&2; exit 1; }
 
 echo "== cargo deb $*"
-deb=$(cargo deb --strip "$@" 2>/dev/null | tail -n1)
+deb=$(cargo deb --strip "$@" | tail -n1)
 [ -f "$deb" ] || fail "cargo deb produced no package"
 echo "built $deb"
 
