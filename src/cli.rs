@@ -40,6 +40,79 @@ enum Command {
         /// A file with the raw payload bytes, or `-` for stdin (the default).
         file: Option<PathBuf>,
     },
+    /// Install, remove or show the firewall rules that send every TCP port to the sensor
+    /// (PREROUTING, IPv4 and IPv6, in spip's own nft table / iptables chain).
+    Redirect {
+        #[arg(value_enum)]
+        action: RedirectAction,
+        /// A TCP port left alone (repeatable): your SSH port! The sensor port is always excluded.
+        #[arg(long = "exclude-port", value_name = "PORT")]
+        exclude_port: Vec<u16>,
+        #[arg(long, value_enum, default_value = "nftables")]
+        backend: BackendArg,
+        /// Print the commands and ruleset instead of running them.
+        #[arg(long)]
+        dry_run: bool,
+        /// TPROXY rules plus policy routing instead of REDIRECT (nftables only; the sensor needs
+        /// mode = "tproxy"). Implied when the config says mode = "tproxy".
+        #[arg(long)]
+        tproxy: bool,
+        /// The sensor port (default: `port` from --config).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// First-run helper: asks a few questions (or takes flags) and writes a validated config.
+    Setup {
+        /// Ask nothing: flags, then defaults.
+        #[arg(long)]
+        non_interactive: bool,
+        /// Where to write the config.
+        #[arg(long, default_value = "/etc/spip/config.toml")]
+        output: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        port: Option<u16>,
+        /// Log file path ("" = stdout).
+        #[arg(long)]
+        log_file: Option<String>,
+        /// mode = "tproxy".
+        #[arg(long)]
+        tproxy: bool,
+        /// TLS mode with a new self-signed certificate (`spip-agent gen-cert`, if this build has it).
+        #[arg(long, conflicts_with_all = ["cert_path", "key_path"])]
+        gen_cert: bool,
+        /// TLS mode with an existing certificate (with --key-path).
+        #[arg(long)]
+        cert_path: Option<String>,
+        #[arg(long)]
+        key_path: Option<String>,
+        /// Loom shipping (all three together).
+        #[arg(long)]
+        loom_url: Option<String>,
+        #[arg(long)]
+        loom_sensor_id: Option<String>,
+        #[arg(long)]
+        loom_token: Option<String>,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum RedirectAction {
+    Apply,
+    Remove,
+    Show,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum BackendArg {
+    Nftables,
+    Iptables,
 }
 
 /// Rewrites the Go agent's `-config X` / `-config=X` into `--config`.
@@ -62,6 +135,53 @@ pub fn main() -> i32 {
     };
     match cli.command {
         Some(Command::Inspect { hex, file }) => inspect(hex, file),
+        Some(Command::Redirect {
+            action,
+            exclude_port,
+            backend,
+            dry_run,
+            tproxy,
+            port,
+        }) => redirect(
+            &cli.config,
+            action,
+            exclude_port,
+            backend,
+            dry_run,
+            tproxy,
+            port,
+        ),
+        Some(Command::Setup {
+            non_interactive,
+            output,
+            force,
+            name,
+            ip,
+            port,
+            log_file,
+            tproxy,
+            gen_cert,
+            cert_path,
+            key_path,
+            loom_url,
+            loom_sensor_id,
+            loom_token,
+        }) => crate::setup::run(&crate::setup::Flags {
+            non_interactive,
+            output,
+            force,
+            name,
+            ip,
+            port,
+            log_file,
+            tproxy,
+            gen_cert,
+            cert_path,
+            key_path,
+            loom_url,
+            loom_sensor_id,
+            loom_token,
+        }),
         Some(Command::Run) | None => run(&cli.config, cli.check),
     }
 }
@@ -104,6 +224,91 @@ fn run(path: &std::path::Path, check: bool) -> i32 {
     );
     let hook: server::StatsHook = Box::new(move |w| counters.write_stats(w));
     server::run(cfg, driver, Some(Box::new(loom)), Some(hook))
+}
+
+fn redirect(
+    config: &std::path::Path,
+    action: RedirectAction,
+    exclude: Vec<u16>,
+    backend: BackendArg,
+    dry_run: bool,
+    mut tproxy: bool,
+    port: Option<u16>,
+) -> i32 {
+    use crate::redirect::{self as r, Action, Backend};
+    let port = match port {
+        Some(0) => {
+            eprintln!("spip: redirect: --port must be 1..=65535");
+            return 2;
+        }
+        Some(p) => p,
+        None => match load(config) {
+            Ok(cfg) => {
+                tproxy |= cfg.mode == crate::config::Mode::Tproxy;
+                cfg.port
+            }
+            Err(code) => {
+                eprintln!("spip: redirect: pass --port or a valid --config");
+                return code;
+            }
+        },
+    };
+    if exclude.contains(&0) {
+        eprintln!("spip: redirect: --exclude-port 0 is not a TCP port");
+        return 2;
+    }
+    let action = match action {
+        RedirectAction::Apply => Action::Apply,
+        RedirectAction::Remove => Action::Remove,
+        RedirectAction::Show => Action::Show,
+    };
+    let backend = match backend {
+        BackendArg::Nftables => Backend::Nftables,
+        BackendArg::Iptables => Backend::Iptables,
+    };
+    if action == Action::Apply && !exclude.contains(&22) {
+        eprintln!(
+            "spip: redirect: note: port 22 (SSH) is redirected to the sensor too; \
+             pass --exclude-port 22 (or your SSH port) to keep remote access"
+        );
+    }
+    let rules = r::Rules {
+        port,
+        exclude,
+        tproxy,
+    };
+    let steps = match r::plan(action, backend, &rules) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("spip: redirect: {e}");
+            return 2;
+        }
+    };
+    if dry_run {
+        for s in &steps {
+            println!("{}", s.to_shell());
+        }
+        return 0;
+    }
+    match r::execute(&steps, action == Action::Show) {
+        Ok(()) => {
+            if action != Action::Show {
+                eprintln!(
+                    "spip: redirect {}: done",
+                    if action == Action::Apply {
+                        "apply"
+                    } else {
+                        "remove"
+                    }
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("spip: redirect: {e}");
+            1
+        }
+    }
 }
 
 fn inspect(hex: Option<String>, file: Option<PathBuf>) -> i32 {
@@ -149,5 +354,36 @@ mod tests {
         let args = ["spip-agent", "-config=/x.toml"].map(std::ffi::OsString::from);
         let cli = Cli::try_parse_from(normalize_args(args.into_iter())).unwrap();
         assert_eq!(cli.config, PathBuf::from("/x.toml"));
+    }
+
+    #[test]
+    fn redirect_arguments_parse() {
+        let args = [
+            "spip-agent",
+            "redirect",
+            "apply",
+            "--exclude-port",
+            "22",
+            "--exclude-port",
+            "2222",
+            "--backend",
+            "iptables",
+            "--dry-run",
+            "--port",
+            "9000",
+        ]
+        .map(std::ffi::OsString::from);
+        let cli = Cli::try_parse_from(normalize_args(args.into_iter())).unwrap();
+        match cli.command {
+            Some(Command::Redirect {
+                action: RedirectAction::Apply,
+                exclude_port,
+                backend: BackendArg::Iptables,
+                dry_run: true,
+                tproxy: false,
+                port: Some(9000),
+            }) => assert_eq!(exclude_port, [22, 2222]),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -48,6 +48,13 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// None = stdout.
     pub log_file: Option<PathBuf>,
+    /// Rotate `log_file` before it would exceed this many bytes (0 = never by size).
+    pub log_max_bytes: u64,
+    /// Rotated files kept (`log_file.1` … `log_file.N`).
+    pub log_max_files: usize,
+    /// "redirect" (NAT REDIRECT; original port from conntrack) or "tproxy" (IP_TRANSPARENT
+    /// listener; original destination = local address).
+    pub mode: Mode,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub rate_limit_per_second: u32,
@@ -80,6 +87,27 @@ pub struct Config {
 
     pub loom: LoomConfig,
 }
+
+/// How traffic reaches the listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Redirect,
+    Tproxy,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Redirect => "redirect",
+            Mode::Tproxy => "tproxy",
+        }
+    }
+}
+
+/// Default `log_max_bytes`: 100 MiB.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 100 << 20;
+/// Default `log_max_files`.
+pub const DEFAULT_LOG_MAX_FILES: usize = 10;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -126,6 +154,9 @@ struct RawConfig {
     cert_path: Option<String>,
     key_path: Option<String>,
     log_file: Option<String>,
+    log_max_bytes: Option<i64>,
+    log_max_files: Option<i64>,
+    mode: Option<String>,
     read_timeout_seconds: Option<i64>,
     write_timeout_seconds: Option<i64>,
     rate_limit_per_second: Option<i64>,
@@ -235,6 +266,34 @@ impl Config {
             port,
             tls,
             log_file,
+            log_max_bytes: match raw.log_max_bytes {
+                None => DEFAULT_LOG_MAX_BYTES,
+                Some(0) => 0,
+                Some(n) if (4096..=1 << 50).contains(&n) => n as u64,
+                Some(n) => {
+                    return Err(err(
+                        "log_max_bytes",
+                        format!("{n} is out of range (0 = never rotate by size, or 4096..=2^50)"),
+                    ));
+                }
+            },
+            log_max_files: number(
+                "log_max_files",
+                raw.log_max_files,
+                DEFAULT_LOG_MAX_FILES as i64,
+                1,
+                1000,
+            )? as usize,
+            mode: match raw.mode.as_deref() {
+                None | Some("") | Some("redirect") => Mode::Redirect,
+                Some("tproxy") => Mode::Tproxy,
+                Some(m) => {
+                    return Err(err(
+                        "mode",
+                        format!("{m:?} is not one of \"redirect\", \"tproxy\""),
+                    ));
+                }
+            },
             read_timeout: seconds("read_timeout_seconds", raw.read_timeout_seconds, 30, day)?,
             write_timeout: seconds("write_timeout_seconds", raw.write_timeout_seconds, 10, day)?,
             rate_limit_per_second: number(
@@ -382,6 +441,9 @@ impl Config {
         }
         let log = self.log_file.as_ref().map(|p| p.display().to_string());
         line("log_file", q(log.as_deref().unwrap_or("")));
+        line("log_max_bytes", self.log_max_bytes.to_string());
+        line("log_max_files", self.log_max_files.to_string());
+        line("mode", q(self.mode.as_str()));
         line(
             "read_timeout_seconds",
             self.read_timeout.as_secs().to_string(),
@@ -652,6 +714,23 @@ mod tests {
             ),
             ("name = \"a\"\nport = 1\n[loom]\nbatchsize = 2", "batchsize"),
             ("name = \"a\"\nport = 1\nio_driver = \"epoll\"", "io_driver"),
+            (
+                "name = \"a\"\nport = 1\nlog_max_bytes = 100",
+                "log_max_bytes",
+            ),
+            (
+                "name = \"a\"\nport = 1\nlog_max_bytes = -1",
+                "log_max_bytes",
+            ),
+            (
+                "name = \"a\"\nport = 1\nlog_max_files = 5000",
+                "log_max_files",
+            ),
+            (
+                "name = \"a\"\nport = 1\nlog_max_files = -2",
+                "log_max_files",
+            ),
+            ("name = \"a\"\nport = 1\nmode = \"nat\"", "mode"),
         ];
         for (text, key) in cases {
             let e = parse(text).expect_err(text);
@@ -689,5 +768,25 @@ mod tests {
         assert_eq!(c.loom.batch_size, 100);
         assert_eq!(c.loom.flush_interval, Duration::from_millis(500));
         assert!(c.describe().contains("loom.token = \"<set>\""));
+    }
+
+    #[test]
+    fn rotation_and_mode_keys() {
+        let c = parse("name=\"a\"\nport=1").unwrap();
+        assert_eq!(c.log_max_bytes, 100 << 20);
+        assert_eq!(c.log_max_files, 10);
+        assert_eq!(c.mode, Mode::Redirect);
+        let c =
+            parse("name=\"a\"\nport=1\nlog_max_bytes=0\nlog_max_files=3\nmode=\"tproxy\"").unwrap();
+        assert_eq!(c.log_max_bytes, 0);
+        assert_eq!(c.log_max_files, 3);
+        assert_eq!(c.mode, Mode::Tproxy);
+        let d = c.describe();
+        assert!(d.contains("log_max_bytes = 0\n"), "{d}");
+        assert!(d.contains("log_max_files = 3\n"), "{d}");
+        assert!(d.contains("mode = \"tproxy\"\n"), "{d}");
+        let c = parse("name=\"a\"\nport=1\nlog_max_bytes=65536\nlog_max_files=0").unwrap();
+        assert_eq!(c.log_max_bytes, 65536);
+        assert_eq!(c.log_max_files, 10);
     }
 }

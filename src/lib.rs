@@ -18,6 +18,8 @@ pub mod loom;
 pub mod output;
 pub mod proto;
 pub mod record;
+pub mod redirect;
 pub mod server;
 pub mod session;
+pub mod setup;
 pub mod stats;

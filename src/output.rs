@@ -5,6 +5,10 @@
 //! only whole lines and is written with one `write_all`, so lines are never torn or interleaved.
 //! When the queue is full the batch is dropped and its records counted as lost, never silently.
 //! SIGHUP (via [`Output::request_reopen`]) reopens the log file for logrotate.
+//!
+//! Built-in rotation ([`Rotation`]): before a batch that would push the file past `max_bytes`,
+//! `F` becomes `F.1` (`F.1` → `F.2` …, the oldest beyond `max_files` is dropped) and a fresh `F`
+//! is opened. Rotation happens only between batches, so a line is never split across files.
 
 use crate::stats::Counters;
 use std::fs::{File, OpenOptions};
@@ -53,19 +57,47 @@ impl WriterThread {
     }
 }
 
+/// Size-based rotation of the log file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Rotate before a batch that would make the file larger than this; 0 = never by size.
+    pub max_bytes: u64,
+    /// Rotated files kept (`F.1` … `F.max_files`); at least 1.
+    pub max_files: usize,
+}
+
+impl Rotation {
+    /// No built-in rotation (SIGHUP reopen only).
+    pub const NEVER: Rotation = Rotation {
+        max_bytes: 0,
+        max_files: 1,
+    };
+}
+
 enum Destination {
     Stdout,
-    File { path: PathBuf, file: File },
+    File {
+        path: PathBuf,
+        file: File,
+        /// Bytes in the current file (from its size at open, plus what we wrote).
+        size: u64,
+        rotation: Rotation,
+    },
 }
 
 impl Destination {
-    fn open(path: Option<&Path>) -> io::Result<Destination> {
+    fn open(path: Option<&Path>, rotation: Rotation) -> io::Result<Destination> {
         match path {
             None => Ok(Destination::Stdout),
-            Some(p) => Ok(Destination::File {
-                path: p.to_path_buf(),
-                file: open_log(p)?,
-            }),
+            Some(p) => {
+                let (file, size) = open_log(p)?;
+                Ok(Destination::File {
+                    path: p.to_path_buf(),
+                    file,
+                    size,
+                    rotation,
+                })
+            }
         }
     }
 
@@ -76,20 +108,67 @@ impl Destination {
                 out.write_all(bytes)?;
                 out.flush()
             }
-            Destination::File { file, .. } => file.write_all(bytes),
+            Destination::File {
+                path,
+                file,
+                size,
+                rotation,
+            } => {
+                let len = bytes.len() as u64;
+                // A fresh (empty) file always takes the batch, even one larger than the cap:
+                // batches are never split.
+                if rotation.max_bytes > 0 && *size > 0 && *size + len > rotation.max_bytes {
+                    match rotate(path, rotation.max_files) {
+                        Ok(()) => {
+                            let (f, s) = open_log(path)?;
+                            *file = f;
+                            *size = s;
+                        }
+                        // Keep writing to the old file rather than losing records.
+                        Err(e) => eprintln!("spip: rotating {} failed: {e}", path.display()),
+                    }
+                }
+                file.write_all(bytes)?;
+                *size += len;
+                Ok(())
+            }
         }
     }
 
     fn reopen(&mut self) -> io::Result<()> {
-        if let Destination::File { path, file } = self {
-            *file = open_log(path)?;
+        if let Destination::File {
+            path, file, size, ..
+        } = self
+        {
+            let (f, s) = open_log(path)?;
+            *file = f;
+            *size = s;
         }
         Ok(())
     }
 }
 
-fn open_log(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+/// `F.(n-1)` → `F.n` … `F` → `F.1`; what was `F.max_files` is replaced (dropped).
+fn rotate(path: &Path, max_files: usize) -> io::Result<()> {
+    let numbered = |i: usize| {
+        let mut s = path.as_os_str().to_owned();
+        s.push(format!(".{i}"));
+        PathBuf::from(s)
+    };
+    let max_files = max_files.max(1);
+    for i in (1..max_files).rev() {
+        match std::fs::rename(numbered(i), numbered(i + 1)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    std::fs::rename(path, numbered(1))
+}
+
+/// Opens (appending) and returns the file with its current size.
+fn open_log(path: &Path) -> io::Result<(File, u64)> {
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
@@ -98,18 +177,21 @@ fn open_log(path: &Path) -> io::Result<File> {
                 e.kind(),
                 format!("cannot open log_file {}: {e}", path.display()),
             )
-        })
+        })?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    Ok((file, size))
 }
 
 impl Output {
     /// Opens the destination (so a bad `log_file` fails at start) and starts the writer.
     pub fn start(
         log_file: Option<&Path>,
+        rotation: Rotation,
         max_queued_records: usize,
         counters: Arc<Counters>,
         consumer: Option<Box<dyn LineConsumer>>,
     ) -> io::Result<(Output, WriterThread)> {
-        let dest = Destination::open(log_file)?;
+        let dest = Destination::open(log_file, rotation)?;
         // Batches are at least one record; bound the count so memory stays bounded too.
         let (tx, rx) = mpsc::sync_channel(4096);
         let queued_records = Arc::new(AtomicUsize::new(0));
@@ -271,7 +353,8 @@ mod tests {
         let path = dir.join("r.jsonl");
         let _ = std::fs::remove_file(&path);
         let counters = Arc::new(Counters::default());
-        let (out, thread) = Output::start(Some(&path), 1000, counters.clone(), None).unwrap();
+        let (out, thread) =
+            Output::start(Some(&path), Rotation::NEVER, 1000, counters.clone(), None).unwrap();
         let mut sink = RecordSink::new(out.clone());
         for i in 0..100 {
             sink.push(|b| b.extend_from_slice(format!("{{\"n\":{i}}}\n").as_bytes()));
@@ -300,7 +383,8 @@ mod tests {
     fn overflow_is_counted_not_blocking() {
         let counters = Arc::new(Counters::default());
         let path = std::env::temp_dir().join(format!("spip-ovf-{}.jsonl", std::process::id()));
-        let (out, thread) = Output::start(Some(&path), 16, counters.clone(), None).unwrap();
+        let (out, thread) =
+            Output::start(Some(&path), Rotation::NEVER, 16, counters.clone(), None).unwrap();
         out.submit(Batch {
             bytes: b"x\n".repeat(20),
             records: 20,
@@ -309,5 +393,109 @@ mod tests {
         drop(out);
         thread.join();
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn size_rotation_keeps_whole_lines_and_at_most_n_files() {
+        let dir = std::env::temp_dir().join(format!("spip-rot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("spip.jsonl");
+        let counters = Arc::new(Counters::default());
+        let rotation = Rotation {
+            max_bytes: 1000,
+            max_files: 3,
+        };
+        let (out, thread) =
+            Output::start(Some(&path), rotation, 100_000, counters.clone(), None).unwrap();
+        // 200 batches of 3 lines (~60 bytes each): far more than 4 files can hold.
+        let mut n = 0u32;
+        for _ in 0..200 {
+            let mut bytes = Vec::new();
+            for _ in 0..3 {
+                bytes.extend_from_slice(
+                    format!(
+                        "{{\"n\":{n:08},\"pad\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}}\n"
+                    )
+                    .as_bytes(),
+                );
+                n += 1;
+            }
+            out.submit(Batch { bytes, records: 3 });
+        }
+        drop(out);
+        thread.join();
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["spip.jsonl", "spip.jsonl.1", "spip.jsonl.2", "spip.jsonl.3"]
+        );
+        // Newest records in spip.jsonl, older in .1, .2, .3: consecutive, whole lines, at
+        // most max_bytes each, and ending with the last record.
+        let mut all = Vec::new();
+        for name in ["spip.jsonl.3", "spip.jsonl.2", "spip.jsonl.1", "spip.jsonl"] {
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            assert!(text.len() <= 1000, "{name} is {} bytes", text.len());
+            assert!(text.ends_with('\n'));
+            // Each file starts at a batch boundary.
+            let first: u32 = text[5..13].parse().unwrap();
+            assert_eq!(first % 3, 0, "{name} starts mid-batch");
+            for line in text.lines() {
+                assert!(
+                    line.starts_with("{\"n\":") && line.ends_with("\"}"),
+                    "{line}"
+                );
+                all.push(line[5..13].parse::<u32>().unwrap());
+            }
+        }
+        assert!(
+            all.windows(2).all(|w| w[1] == w[0] + 1),
+            "records out of order or lost"
+        );
+        assert_eq!(*all.last().unwrap(), n - 1);
+        assert_eq!(counters.get(&counters.records_written), 600);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn zero_max_bytes_never_rotates_and_existing_size_counts() {
+        let dir = std::env::temp_dir().join(format!("spip-rot0-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.jsonl");
+        // An existing file already at the cap: the first batch rotates it.
+        std::fs::write(&path, "{\"old\":1}\n".repeat(10)).unwrap();
+        let counters = Arc::new(Counters::default());
+        let rot = Rotation {
+            max_bytes: 100,
+            max_files: 2,
+        };
+        let (out, thread) = Output::start(Some(&path), rot, 1000, counters.clone(), None).unwrap();
+        out.submit(Batch {
+            bytes: b"{\"new\":1}\n".to_vec(),
+            records: 1,
+        });
+        drop(out);
+        thread.join();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"new\":1}\n");
+        assert!(dir.join("a.jsonl.1").exists());
+        // max_bytes = 0: one file, however much is written.
+        let (out, thread) =
+            Output::start(Some(&path), Rotation::NEVER, 1000, counters.clone(), None).unwrap();
+        for _ in 0..50 {
+            out.submit(Batch {
+                bytes: b"{\"more\":1}\n".to_vec(),
+                records: 1,
+            });
+        }
+        drop(out);
+        thread.join();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 51);
+        assert!(!dir.join("a.jsonl.2").exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -55,7 +55,7 @@ pub fn run(
     let addr = SocketAddr::new(cfg.ip, cfg.port);
     let mut listeners = Vec::with_capacity(cfg.threads);
     for _ in 0..cfg.threads {
-        match worker::bind_listener(addr) {
+        match worker::bind_listener(addr, cfg.mode == crate::config::Mode::Tproxy) {
             Ok(l) => listeners.push(l),
             Err(e) => {
                 eprintln!("spip: cannot listen on {addr}: {e}");
@@ -66,6 +66,10 @@ pub fn run(
     let counters = Arc::new(Counters::default());
     let (output, writer) = match Output::start(
         cfg.log_file.as_deref(),
+        crate::output::Rotation {
+            max_bytes: cfg.log_max_bytes,
+            max_files: cfg.log_max_files,
+        },
         cfg.output_queue_records,
         counters.clone(),
         consumer,

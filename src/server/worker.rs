@@ -88,17 +88,57 @@ impl StopSignal {
 }
 
 /// Creates the listening socket (SO_REUSEPORT, backlog 65535, dual-stack for `::`).
-pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// `transparent` (mode = "tproxy") sets IP_TRANSPARENT / IPV6_TRANSPARENT, which needs
+/// CAP_NET_ADMIN: TPROXY'd connections to any address and port are then accepted here, and
+/// their local address is the destination the client dialled.
+pub fn bind_listener(addr: SocketAddr, transparent: bool) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(false)?;
     }
+    if transparent {
+        set_transparent(&socket, addr.is_ipv6()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "mode = \"tproxy\": cannot set IP_TRANSPARENT ({e}); it needs CAP_NET_ADMIN"
+                ),
+            )
+        })?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(65535)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// IP_TRANSPARENT (and IPV6_TRANSPARENT on an IPv6 socket; both set the same socket flag,
+/// which covers IPv4-mapped clients of a dual-stack socket too).
+fn set_transparent(socket: &Socket, v6: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    let (level, name) = if v6 {
+        (libc::SOL_IPV6, libc::IPV6_TRANSPARENT)
+    } else {
+        (libc::SOL_IP, libc::IP_TRANSPARENT)
+    };
+    // SAFETY: a valid socket fd, and an int option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Builds this thread's runtime; says which driver it got.

@@ -1,0 +1,533 @@
+//! End-to-end operations: built-in log rotation under a flood, `redirect` rules in a namespace
+//! (real traffic from a veth peer), TPROXY mode.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Connections from 64 threads in `ns`, each to its own port via the REDIRECT; returns how
+/// many got the sensor's reply.
+fn flood(ns: &Netns, total: usize, payload_len: usize) -> usize {
+    const PARALLEL: usize = 64;
+    ns.within(move || {
+        let handles: Vec<_> = (0..PARALLEL)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut ok = 0;
+                    for i in (t..total).step_by(PARALLEL) {
+                        let port = 10_000 + i as u16;
+                        let mut msg = format!("conn {i} ").into_bytes();
+                        msg.resize(payload_len, b'x');
+                        msg.push(b'\n');
+                        let dst = SocketAddr::from(([127, 0, 0, 1], port));
+                        if exchange(dst, &[&msg], Duration::from_millis(500)) == b"127.0.0.1" {
+                            ok += 1;
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    })
+}
+
+#[test]
+fn flood_past_the_size_cap_rotates_without_losing_or_tearing_lines() {
+    if !require_root("flood_past_the_size_cap_rotates_without_losing_or_tearing_lines") {
+        return;
+    }
+    const TOTAL: usize = 1500;
+    const MAX_BYTES: u64 = 65536;
+    const MAX_FILES: usize = 100;
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let mut sensor = Sensor::start(
+        &ns,
+        &format!("log_max_bytes = {MAX_BYTES}\nlog_max_files = {MAX_FILES}\n"),
+    );
+    assert_eq!(flood(&ns, TOTAL, 200), TOTAL);
+    let (code, stderr) = sensor.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("\"records_dropped\":0"), "{stderr}");
+
+    let mut files: Vec<_> = std::fs::read_dir(&sensor.dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("records.jsonl")
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "expected several rotations: {files:?}");
+    assert!(files.len() <= MAX_FILES + 1, "{files:?}");
+    let mut ports = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(
+            text.len() as u64 <= MAX_BYTES,
+            "{f:?} is {} bytes",
+            text.len()
+        );
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{f:?} ends mid-line"
+        );
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("torn line in {f:?}: {e}: {line:?}"));
+            ports.push(v["destination"]["port"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(ports.len(), TOTAL, "total records == connections");
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), TOTAL, "every connection recorded exactly once");
+}
+
+#[test]
+fn small_retention_keeps_at_most_n_plus_one_files() {
+    if !require_root("small_retention_keeps_at_most_n_plus_one_files") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let mut sensor = Sensor::start(&ns, "log_max_bytes = 8192\nlog_max_files = 2\n");
+    assert_eq!(flood(&ns, 300, 200), 300);
+    let (code, stderr) = sensor.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let mut names: Vec<String> = std::fs::read_dir(&sensor.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("records.jsonl"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["records.jsonl", "records.jsonl.1", "records.jsonl.2"]
+    );
+    for n in &names {
+        for line in std::fs::read_to_string(sensor.dir.join(n)).unwrap().lines() {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("torn line in {n}: {e}"));
+        }
+    }
+}
+
+/// A bare namespace (loopback up, no rules).
+fn bare_ns() -> Netns {
+    let ns = Netns {
+        name: format!(
+            "spip-o{}-{}",
+            std::process::id(),
+            NS_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ),
+    };
+    let ok = std::process::Command::new("ip")
+        .args(["netns", "add", &ns.name])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ip netns add {}", ns.name);
+    ns.run(&["ip", "link", "set", "lo", "up"]);
+    ns
+}
+
+static NS_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(100);
+
+const HOST4: &str = "10.213.0.1";
+const PEER4: &str = "10.213.0.2";
+const HOST6: &str = "fd00:213::1";
+const PEER6: &str = "fd00:213::2";
+
+/// Sensor host and a peer, joined by a veth pair (addresses only inside these namespaces).
+fn host_and_peer() -> (Netns, Netns) {
+    let host = bare_ns();
+    let peer = bare_ns();
+    host.run(&[
+        "ip", "link", "add", "vhost", "type", "veth", "peer", "name", "vpeer", "netns", &peer.name,
+    ]);
+    for (ns, dev, a4, a6) in [
+        (&host, "vhost", HOST4, HOST6),
+        (&peer, "vpeer", PEER4, PEER6),
+    ] {
+        ns.run(&["ip", "addr", "add", &format!("{a4}/24"), "dev", dev]);
+        ns.run(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{a6}/64"),
+            "dev",
+            dev,
+            "nodad",
+        ]);
+        ns.run(&["ip", "link", "set", dev, "up"]);
+    }
+    (host, peer)
+}
+
+fn connect_reply(peer: &Netns, dst: &str, payload: &'static [u8]) -> Option<Vec<u8>> {
+    let dst: SocketAddr = dst.parse().unwrap();
+    peer.within(move || {
+        use std::io::{Read, Write};
+        // One connection only: a refused connect means "not redirected".
+        let mut s = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(3)).ok()?;
+        s.write_all(payload).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        Some(reply)
+    })
+}
+
+/// `iptables-save` + `ip6tables-save` (without their dated comments), and for the nftables
+/// backend also `nft list ruleset`. (iptables-nft creates an empty, policy-accept PREROUTING
+/// base chain the first time a rule is added there and never deletes it; iptables-save shows
+/// no difference, which is the view an iptables user has.)
+fn ruleset(ns: &Netns, backend: &str) -> String {
+    let mut s = String::new();
+    if backend == "nftables" {
+        let nft = ns.run(&["nft", "list", "ruleset"]);
+        s.push_str(&String::from_utf8(nft.stdout).unwrap());
+    }
+    for tool in ["iptables-save", "ip6tables-save"] {
+        let out = ns.run(&[tool]);
+        // Drop only the "# Generated/Completed ... on <date>" comments.
+        for l in String::from_utf8(out.stdout).unwrap().lines() {
+            if !l.starts_with('#') {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+    }
+    s
+}
+
+fn redirect_roundtrip(backend: &str) {
+    let (host, peer) = host_and_peer();
+    // Somebody else's firewall, which must survive untouched.
+    host.run(&[
+        "nft",
+        "add table inet other; add chain inet other input { type filter hook input priority 0; policy accept; }; add rule inet other input tcp dport 9999 counter accept",
+    ]);
+    for tool in ["iptables", "ip6tables"] {
+        host.run(&[
+            tool,
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            "vhost",
+            "-p",
+            "udp",
+            "-j",
+            "MASQUERADE",
+        ]);
+    }
+    let before = ruleset(&host, backend);
+    let mut sensor = Sensor::start(&host, "");
+    let spip = |action: &str| {
+        let out = host
+            .cmd(&[
+                bin(),
+                "redirect",
+                action,
+                "--backend",
+                backend,
+                "--exclude-port",
+                "22",
+                "--port",
+                &SENSOR_PORT.to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "redirect {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Without the rules an arbitrary port is closed.
+    assert_eq!(connect_reply(&peer, &format!("{HOST4}:4444"), b"x"), None);
+
+    spip("apply");
+    spip("apply"); // idempotent: re-applying replaces, never duplicates
+    let shown = spip("show");
+    assert!(shown.contains("8080"), "{shown}");
+    assert_eq!(
+        connect_reply(&peer, &format!("{HOST4}:4444"), b"hello v4\n").as_deref(),
+        Some(PEER4.as_bytes())
+    );
+    assert_eq!(
+        connect_reply(&peer, &format!("[{HOST6}]:4445"), b"hello v6\n").as_deref(),
+        Some(PEER6.as_bytes())
+    );
+    // The excluded port is not redirected (nothing listens there).
+    assert_eq!(connect_reply(&peer, &format!("{HOST4}:22"), b"x"), None);
+    let recs = sensor.wait_records(2, Duration::from_secs(5));
+    let v4 = with_dport(&recs, 4444);
+    let v6 = with_dport(&recs, 4445);
+    assert_eq!(v4.len(), 1, "{recs:?}");
+    assert_eq!(v6.len(), 1, "{recs:?}");
+    assert_eq!(v4[0]["source"]["ip"], PEER4);
+    assert_eq!(v6[0]["source"]["ip"], PEER6);
+
+    spip("remove");
+    spip("remove"); // removing twice is fine
+    assert_eq!(connect_reply(&peer, &format!("{HOST4}:4446"), b"x"), None);
+    let after = ruleset(&host, backend);
+    assert_eq!(
+        before, after,
+        "remove must restore the ruleset byte for byte"
+    );
+    let (code, _) = sensor.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn redirect_nftables_reaches_the_sensor_and_remove_is_exact() {
+    if !require_root("redirect_nftables_reaches_the_sensor_and_remove_is_exact") {
+        return;
+    }
+    redirect_roundtrip("nftables");
+}
+
+#[test]
+fn redirect_iptables_reaches_the_sensor_and_remove_is_exact() {
+    if !require_root("redirect_iptables_reaches_the_sensor_and_remove_is_exact") {
+        return;
+    }
+    redirect_roundtrip("iptables");
+}
+
+#[test]
+fn tproxy_mode_reaches_the_transparent_listener_and_remove_is_exact() {
+    if !require_root("tproxy_mode_reaches_the_transparent_listener_and_remove_is_exact") {
+        return;
+    }
+    let (host, peer) = host_and_peer();
+    let routing = |ns: &Netns| {
+        let mut s = ruleset(ns, "nftables");
+        let cmds: [&[&str]; 4] = [
+            &["ip", "-4", "rule", "show"],
+            &["ip", "-6", "rule", "show"],
+            &["ip", "-4", "route", "show", "table", "all"],
+            &["ip", "-6", "route", "show", "table", "all"],
+        ];
+        for args in cmds {
+            s.push_str(&String::from_utf8(ns.run(args).stdout).unwrap());
+        }
+        s
+    };
+    let before = routing(&host);
+    let mut sensor = Sensor::start(&host, "mode = \"tproxy\"\n");
+    let spip = |action: &str| {
+        let out = host
+            .cmd(&[
+                bin(),
+                "redirect",
+                action,
+                "--tproxy",
+                "--exclude-port",
+                "22",
+                "--port",
+                &SENSOR_PORT.to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "redirect {action} --tproxy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    assert_eq!(connect_reply(&peer, &format!("{HOST4}:5555"), b"x"), None);
+    spip("apply");
+    spip("apply");
+    assert_eq!(
+        connect_reply(&peer, &format!("{HOST4}:5555"), b"tproxy v4\n").as_deref(),
+        Some(PEER4.as_bytes())
+    );
+    assert_eq!(
+        connect_reply(&peer, &format!("[{HOST6}]:5556"), b"tproxy v6\n").as_deref(),
+        Some(PEER6.as_bytes())
+    );
+    assert_eq!(connect_reply(&peer, &format!("{HOST4}:22"), b"x"), None);
+    let recs = sensor.wait_records(2, Duration::from_secs(5));
+    let v4 = with_dport(&recs, 5555);
+    let v6 = with_dport(&recs, 5556);
+    assert_eq!((v4.len(), v6.len()), (1, 1), "{recs:?}");
+    assert_eq!(v4[0]["destination"]["ip"], HOST4);
+    assert_eq!(v6[0]["destination"]["ip"], HOST6);
+    assert_eq!(v4[0]["source"]["ip"], PEER4);
+    spip("remove");
+    assert_eq!(connect_reply(&peer, &format!("{HOST4}:5557"), b"x"), None);
+    assert_eq!(
+        before,
+        routing(&host),
+        "remove must restore rules and routes"
+    );
+    let (code, _) = sensor.stop();
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn tproxy_dry_run_prints_rules_and_policy_routing() {
+    let out = std::process::Command::new(bin())
+        .args([
+            "redirect",
+            "apply",
+            "--tproxy",
+            "--dry-run",
+            "--port",
+            "8080",
+            "--exclude-port",
+            "22",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "nft -f - <<'EOF'",
+        "type filter hook prerouting priority mangle; policy accept;",
+        "tcp dport { 22, 8080 } return",
+        "tproxy ip to :8080 accept",
+        "tproxy ip6 to :8080 accept",
+        "ip -4 rule add fwmark 1 lookup 100",
+        "ip -4 route add local 0.0.0.0/0 dev lo table 100",
+        "ip -6 rule add fwmark 1 lookup 100",
+        "ip -6 route add local ::/0 dev lo table 100",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+    // iptables has no TPROXY generator: a clear usage error.
+    let out = std::process::Command::new(bin())
+        .args([
+            "redirect",
+            "apply",
+            "--tproxy",
+            "--backend",
+            "iptables",
+            "--dry-run",
+            "--port",
+            "8080",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn setup_writes_a_config_that_passes_check() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = temp_dir("setup");
+    let cfg = dir.join("etc/config.toml");
+    let cfg_s = cfg.to_str().unwrap();
+    let log = dir.join("spip.jsonl");
+    let out = Command::new(bin())
+        .args([
+            "setup",
+            "--non-interactive",
+            "--output",
+            cfg_s,
+            "--name",
+            "edge-7",
+            "--port",
+            "2323",
+            "--log-file",
+            log.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check = Command::new(bin())
+        .args(["--check", "--config", cfg_s])
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    let text = String::from_utf8(check.stdout).unwrap();
+    assert!(
+        text.contains("name = \"edge-7\"\n") && text.contains("port = 2323\n"),
+        "{text}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cfg).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    // An existing file is not replaced without --force.
+    let again = Command::new(bin())
+        .args(["setup", "--non-interactive", "--output", cfg_s])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    // Interactive, answers on stdin.
+    let mut child = Command::new(bin())
+        .args(["setup", "--output", cfg_s, "--force"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"edge-8\n::\n8443\n-\nn\nn\nn\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "prompts go to stderr");
+    let check = Command::new(bin())
+        .args(["--check", "--config", cfg_s])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(check.stdout).unwrap();
+    assert!(text.contains("name = \"edge-8\"\n"), "{text}");
+    assert!(
+        text.contains("ip = \"::\"\n") && text.contains("log_file = \"\"\n"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn packaged_config_is_valid_and_documents_every_key() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/config.toml");
+    let cfg = spip::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.port, 8080);
+    assert_eq!(cfg.ip.to_string(), "0.0.0.0");
+    assert_eq!(
+        cfg.log_file.as_deref(),
+        Some(std::path::Path::new("/var/log/spip/spip.jsonl"))
+    );
+    // Every effective setting `--check` prints appears as a key in the packaged file.
+    let text = std::fs::read_to_string(&path).unwrap();
+    for line in cfg.describe().lines() {
+        let key = line.split(" = ").next().unwrap();
+        let key = key.strip_prefix("loom.").unwrap_or(key);
+        if key == "tls" {
+            continue;
+        }
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{key} = "))),
+            "packaging/config.toml lacks {key}"
+        );
+    }
+}
