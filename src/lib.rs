@@ -21,3 +21,4 @@ pub mod record;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod tls;
