@@ -39,9 +39,24 @@ impl std::fmt::Debug for TlsConfigs {
 impl TlsConfigs {
     /// Loads the certificate chain and key; the error names the file and the problem.
     pub fn load(files: &TlsFiles) -> Result<Self, String> {
-        let certs = load_certs(&files.cert_path)?;
-        let key = load_key(&files.key_path)?;
-        Self::from_der(certs, key)
+        let mut pairs = vec![(load_certs(&files.cert_path)?, load_key(&files.key_path)?)];
+        if let Some((cert, key)) = &files.rsa {
+            pairs.push((load_certs(cert)?, load_key(key)?));
+        }
+        Self::from_pairs(pairs).map_err(|e| match &files.rsa {
+            Some((c, k)) => format!(
+                "{e} ({} + {}, or {} + {})",
+                files.cert_path.display(),
+                files.key_path.display(),
+                c.display(),
+                k.display()
+            ),
+            None => format!(
+                "{e} ({} + {})",
+                files.cert_path.display(),
+                files.key_path.display()
+            ),
+        })
     }
 
     /// Builds the configurations from an in-memory chain and key.
@@ -49,7 +64,25 @@ impl TlsConfigs {
         certs: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<Self, String> {
+        Self::from_pairs(vec![(certs, key)])
+    }
+
+    /// Builds the configurations from chains and keys in preference order: each client gets
+    /// the first one whose key can sign with a scheme it offers (so RSA-only clients get an RSA
+    /// certificate, everyone else the cheaper ECDSA handshake).
+    pub fn from_pairs(
+        pairs: Vec<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    ) -> Result<Self, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut keys = Vec::with_capacity(pairs.len());
+        for (certs, key) in pairs {
+            let ck = rustls::sign::CertifiedKey::from_der(certs, key, &provider)
+                .map_err(|e| format!("certificate and key do not form a usable pair: {e}"))?;
+            keys.push(Arc::new(ck));
+        }
+        if keys.is_empty() {
+            return Err("no certificate".into());
+        }
         let verifier = Arc::new(AcceptAnyClientCert {
             schemes: provider
                 .signature_verification_algorithms
@@ -59,8 +92,7 @@ impl TlsConfigs {
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| format!("TLS setup: {e}"))?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(certs, key)
-            .map_err(|e| format!("certificate and key do not form a usable pair: {e}"))?;
+            .with_cert_resolver(Arc::new(PerClientCert { keys }));
         // A honeypot resumes nobody: no tickets to mint on every handshake.
         base.send_tls13_tickets = 0;
         base.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -115,6 +147,29 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         .load_private_key(key.clone_key())
         .map_err(|e| bad(format!("unusable private key: {e}")))?;
     Ok(key)
+}
+
+/// Picks, per ClientHello, the first certificate whose key can sign with an offered scheme.
+#[derive(Debug)]
+struct PerClientCert {
+    keys: Vec<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl rustls::server::ResolvesServerCert for PerClientCert {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let offered = hello.signature_schemes();
+        if let [only] = self.keys.as_slice() {
+            return Some(only.clone());
+        }
+        self.keys
+            .iter()
+            .find(|k| k.key.choose_scheme(offered).is_some())
+            .or(self.keys.first())
+            .cloned()
+    }
 }
 
 /// Requests a client certificate, never requires one, accepts any.

@@ -464,3 +464,55 @@ fn gen_cert_files_and_bad_cert_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn rsa_second_certificate_for_rsa_only_clients() {
+    if !require_root("rsa_second_certificate_for_rsa_only_clients") {
+        return;
+    }
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let (dir, mut cfg) = tls_config("");
+    let (rc, rk) = (dir.join("rsa.pem"), dir.join("rsa.key"));
+    let st = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+        ])
+        .args(["-subj", "/CN=rsa.test", "-keyout", rk.to_str().unwrap()])
+        .args(["-out", rc.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    cfg.push_str(&format!(
+        "rsa_cert_path = \"{}\"\nrsa_key_path = \"{}\"\n",
+        rc.display(),
+        rk.display()
+    ));
+    let sensor = Sensor::start(&ns, &cfg);
+    let default = s_client(&ns, &["-connect", "127.0.0.1:5443", "-brief"], b"x");
+    assert!(
+        default.contains("Peer certificate: CN = spip.test"),
+        "{default}"
+    );
+    let rsa_only = s_client(
+        &ns,
+        &[
+            "-connect",
+            "127.0.0.1:5444",
+            "-brief",
+            "-sigalgs",
+            "RSA-PSS+SHA256:RSA+SHA256",
+        ],
+        b"x",
+    );
+    assert!(
+        rsa_only.contains("Peer certificate: CN = rsa.test"),
+        "{rsa_only}"
+    );
+    assert!(rsa_only.contains("Signature type: RSA-PSS"), "{rsa_only}");
+    // Both handshakes completed and were recorded.
+    for port in [5443, 5444] {
+        let recs = records_on(&sensor, port, 1);
+        assert_eq!(recs[0]["tls"]["client"]["version"], "TLSv1.3", "{recs:#?}");
+    }
+}
