@@ -614,6 +614,7 @@ mod tests {
         let files = TlsFiles {
             cert_path: cert.clone(),
             key_path: key.clone(),
+            rsa: None,
         };
         let e = TlsConfigs::load(&files).unwrap_err();
         assert!(e.contains(&cert.display().to_string()), "{e}");
