@@ -232,6 +232,8 @@ struct TlsConn {
     plain: Vec<u8>,
     /// The session ended in a TLS error after the handshake.
     failed: bool,
+    /// The client sent close_notify.
+    peer_closed: bool,
     /// HTTP/2 (ALPN h2): our SETTINGS frame went out.
     h2_settings_sent: bool,
 }
@@ -286,7 +288,13 @@ impl Conn<'_> {
     fn tls_close_reason(&self) -> Option<CloseReason> {
         let t = self.tls.as_ref()?;
         let failed = t.failed || t.info.as_ref().is_some_and(|i| i.error.is_some());
-        failed.then_some(CloseReason::TlsError)
+        if failed {
+            Some(CloseReason::TlsError)
+        } else if t.peer_closed {
+            Some(CloseReason::Eof)
+        } else {
+            None
+        }
     }
 
     /// Starts terminating TLS: `bytes` begin with the complete ClientHello (anything after it
@@ -320,6 +328,7 @@ impl Conn<'_> {
             info: None,
             plain: Vec::new(),
             failed: false,
+            peer_closed: false,
             h2_settings_sent: false,
         }));
         self.on_tls_bytes(bytes)
@@ -350,7 +359,10 @@ impl Conn<'_> {
                 }
                 return After::Close;
             }
-            Ok(Fed::Closed) => after = After::Close,
+            Ok(Fed::Closed) => {
+                tls.peer_closed = true;
+                after = After::Close;
+            }
             Ok(Fed::Open) => {}
         }
         let handshake_done = tls.info.is_none() && !tls.session.is_handshaking();
