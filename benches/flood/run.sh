@@ -6,7 +6,8 @@
 #   sudo TLS=only benches/flood/run.sh            (the TLS section alone)
 #
 # TLS section: full TLS 1.3 handshake + one GET per connection (loadgen --mode tls), spip in
-# TLS mode against `openssl s_server -www` as the baseline, with an ECDSA P-256 certificate
+# TLS mode against two baselines: a minimal blocking rustls server (flood_tls_baseline, the
+# floor) and `openssl s_server -www` (single-threaded, a heavier reference), with an ECDSA P-256 certificate
 # (spip-agent gen-cert) and an RSA-2048 one (openssl req).
 #
 # For each sensor and mode it prints the sensor's own CPU time per connection (utime+stime
@@ -24,7 +25,8 @@ TLS=${TLS:-0}
 TLS_COUNT=${TLS_COUNT:-3000}
 [ "$(id -u)" = 0 ] || { echo "run.sh: needs root (network namespace, iptables)" >&2; exit 2; }
 
-cargo build --release -q --offline --bin spip-agent --example flood_loadgen --example flood_baseline
+cargo build --release -q --offline --bin spip-agent --example flood_loadgen --example flood_baseline \
+    --example flood_tls_baseline
 BIN=target/release
 NS=spip-bench-$$
 WORK=$(mktemp -d)
@@ -67,6 +69,9 @@ start_sensor() { # name
         ip netns exec "$NS" "$BIN/spip-agent" --config "$WORK/spip.toml" 2>"$WORK/spip.err" &
     elif [ "$1" = spip-tls ]; then
         ip netns exec "$NS" "$BIN/spip-agent" --config "$WORK/spip-tls.toml" 2>"$WORK/spip-tls.err" &
+    elif [ "$1" = rustls ]; then
+        ip netns exec "$NS" "$BIN/examples/flood_tls_baseline" $PORT 2 \
+            "$WORK/tls/cert.pem" "$WORK/tls/key.pem" 2>"$WORK/rustls.err" &
     elif [ "$1" = s_server ]; then
         ip netns exec "$NS" openssl s_server -quiet -www -accept $PORT \
             -cert "$WORK/tls/cert.pem" -key "$WORK/tls/key.pem" </dev/null >/dev/null 2>"$WORK/s_server.err" &
@@ -129,7 +134,7 @@ tls_section() {
         rm -rf "$WORK/tls"; cp -r "$WORK/tls-$kind" "$WORK/tls"
         sed 's#records.jsonl#records-tls.jsonl#' "$WORK/spip.toml" > "$WORK/spip-tls.toml"
         printf 'cert_path = "%s"\nkey_path = "%s"\n' "$WORK/tls/cert.pem" "$WORK/tls/key.pem" >> "$WORK/spip-tls.toml"
-        for sensor in s_server spip-tls; do
+        for sensor in s_server rustls spip-tls; do
             start_sensor $sensor
             FLOOD_COUNT=$TLS_COUNT flood_tls "$sensor-$kind"
             stop_sensor
@@ -137,14 +142,15 @@ tls_section() {
     done
     printf '\n%-15s %12s %10s %12s %12s\n' "tls sensor" "cpu_us/conn" "conns/s" completed records
     for kind in ecdsa rsa; do
-        for sensor in s_server spip-tls; do
+        for sensor in s_server rustls spip-tls; do
             local k=$sensor-$kind rec=${RESULT[$sensor-$kind,tls,records]}
-            [ $sensor = s_server ] && rec=-
+            [ $sensor != spip-tls ] && rec=-
             printf '%-15s %12s %10s %12s %12s\n' "$k" "${RESULT[$k,tls,us]}" "${RESULT[$k,tls,cps]}" \
                 "${RESULT[$k,tls,completed]}" "$rec"
         done
-        awk -v s="${RESULT[spip-tls-$kind,tls,us]}" -v b="${RESULT[s_server-$kind,tls,us]}" -v k=$kind \
-            'BEGIN { printf "ratio tls %-5s %10.2fx\n", k, s / b }'
+        awk -v s="${RESULT[spip-tls-$kind,tls,us]}" -v b="${RESULT[rustls-$kind,tls,us]}" \
+            -v o="${RESULT[s_server-$kind,tls,us]}" -v k=$kind \
+            'BEGIN { printf "ratio tls %-5s %6.2fx vs rustls, %.2fx vs s_server\n", k, s / b, s / o }'
     done
 }
 
