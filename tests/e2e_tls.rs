@@ -127,6 +127,14 @@ fn openssl_sni_alpn_http11_is_decrypted_and_recorded() {
     assert_eq!(r["http"]["request"]["method"], "GET");
     assert_eq!(r["url"]["path"], "/admin");
     assert_eq!(r["url"]["domain"], "www.example.test");
+    #[cfg(feature = "ja4plus")]
+    assert!(
+        r["http"]["request"]["hash"]["ja4h"]
+            .as_str()
+            .unwrap()
+            .starts_with("ge11"),
+        "{r}"
+    );
     assert!(
         r["event"]["original_payload_hex"]
             .as_str()

@@ -3,6 +3,13 @@
 //! The first read of each wait goes to the runtime's provided-buffer pool (`read_managed`), so
 //! a silent connection holds no buffer while it waits. Bytes are copied into the connection's
 //! own `pending` buffer only when a turn spans several reads.
+//!
+//! TLS mode (cert + key configured): when the first turn is a ClientHello, the connection
+//! becomes a TLS connection ([`crate::tls::TlsSession`], rustls driven sans-IO): the hello is
+//! kept for the fingerprints, ciphertext from each read is fed to rustls, the decrypted bytes
+//! go through the same turn framing, records and replies as plain bytes, and replies are
+//! encrypted before the write. The ClientHello gets its own record (turn 1) once the handshake
+//! is settled, carrying the negotiated parameters or `spip.tls_error`.
 
 use super::worker::Worker;
 use crate::analysis::analyze;
