@@ -604,6 +604,37 @@ mod tests {
     }
 
     #[test]
+    fn random_bytes_never_panic() {
+        let configs = server();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..300 {
+            let mut s = TlsSession::new(configs.for_client(std::iter::empty())).unwrap();
+            let len = (next() % 600) as usize;
+            let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Mostly plausible record headers, so rustls gets past the first check.
+            if next() % 4 != 0 && data.len() >= 5 {
+                data[..3].copy_from_slice(&[0x16, 0x03, 0x01]);
+                data[3..5].copy_from_slice(&((len - 5) as u16).to_be_bytes());
+            }
+            let mut plain = Vec::new();
+            for chunk in data.chunks(1 + (next() % 64) as usize) {
+                if s.feed(chunk, &mut plain).is_err() {
+                    break;
+                }
+            }
+            let mut out = Vec::new();
+            s.outgoing(&mut out);
+            let _ = s.info();
+        }
+    }
+
+    #[test]
     fn bad_files_name_the_file() {
         let dir = std::env::temp_dir().join(format!("spip-tls-unit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

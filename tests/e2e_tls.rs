@@ -408,6 +408,28 @@ fn truncated_garbage_stalled_and_plain() {
             .starts_with("t13")
     );
 
+    // A ClientHello in two segments: framed across reads, then answered with a ServerHello.
+    let (a, b) = hello.split_at(hello.len() / 3);
+    let (a, b) = (a.to_vec(), b.to_vec());
+    let reply = ns.within(move || {
+        let mut s = TcpStream::connect("127.0.0.1:2006").unwrap();
+        s.write_all(&a).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        s.write_all(&b).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        buf[..n].to_vec()
+    });
+    assert_eq!(&reply[..3], b"\x16\x03\x03", "ServerHello: {reply:?}");
+    let r = &records_on(&sensor, 2006, 1)[0];
+    assert_eq!(r["spip"]["close_reason"], "eof", "{r}");
+    assert_eq!(r["tls"]["client"]["server_name"], "cut.test");
+    assert_eq!(
+        r["event"]["original_payload_hex"].as_str().unwrap().len(),
+        hello.len() * 2
+    );
+
     // Plain bytes to a TLS-mode sensor: one record, whole payload.
     let reply = send_raw(
         &ns,
