@@ -21,6 +21,9 @@ pub struct Analysis<'a> {
     pub tls: Option<fingerprint::TlsClient<'a>>,
     /// SSH banner / KEXINIT fingerprints (fingerprint library).
     pub ssh: Option<fingerprint::SshClient<'a>>,
+    /// TLS mode: what the connection's handshake negotiated (or why it failed). Set on every
+    /// record of a TLS connection, with `tls` holding its ClientHello fingerprints.
+    pub tls_session: Option<&'a crate::tls::TlsInfo>,
 }
 
 /// An HTTP request: head plus the body bytes that came with it (up to the payload cap).
@@ -58,6 +61,7 @@ pub fn analyze(payload: &[u8], kind: TurnKind) -> Analysis<'_> {
         http,
         tls,
         ssh,
+        tls_session: None,
     }
 }
 
@@ -82,6 +86,9 @@ impl Framing {
 impl Analysis<'_> {
     /// `network.protocol`.
     pub fn protocol(&self) -> Option<&'static str> {
+        if self.tls_session.is_some() {
+            return Some("tls");
+        }
         match self.kind {
             TurnKind::Http if self.http.is_some() => Some("http"),
             TurnKind::SshBanner | TurnKind::SshPacket => Some("ssh"),
@@ -106,9 +113,19 @@ impl Analysis<'_> {
             write_http(w, req);
         }
         // Fingerprint library: `tls.client.*`, `ssh.client.hash.hassh`.
-        if let Some(t) = &self.tls {
+        if self.tls.is_some() || self.tls_session.is_some() {
             w.begin_object("tls");
-            t.write_fields(w);
+            if let Some(alpn) = self.tls_session.and_then(|s| s.alpn.as_deref()) {
+                w.str("alpn", alpn);
+            }
+            w.begin_object("client");
+            if let Some(t) = &self.tls {
+                t.write_client_members(w);
+            }
+            if let Some(s) = self.tls_session {
+                s.write_client_members(w);
+            }
+            w.end_object();
             w.end_object();
         }
         if let Some(s) = self.ssh.as_ref().filter(|s| s.hassh.is_some()) {
@@ -132,6 +149,9 @@ impl Analysis<'_> {
         // Fingerprint library: raw fingerprint strings.
         if let Some(t) = &self.tls {
             t.write_spip_fields(w);
+        }
+        if let Some(e) = self.tls_session.and_then(|s| s.error.as_deref()) {
+            w.str("tls_error", e.as_bytes());
         }
         if let Some(s) = &self.ssh {
             s.write_spip_fields(w);

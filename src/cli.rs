@@ -100,6 +100,16 @@ enum Command {
         #[arg(long)]
         loom_token: Option<String>,
     },
+    /// Generate a self-signed ECDSA P-256 certificate and key for TLS mode
+    /// (DIR/cert.pem, DIR/key.pem with mode 0600) and print the config lines.
+    GenCert {
+        /// Directory to write cert.pem and key.pem into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Subject common name (and DNS subject alternative name).
+        #[arg(long, default_value = "localhost")]
+        cn: String,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -182,6 +192,7 @@ pub fn main() -> i32 {
             loom_sensor_id,
             loom_token,
         }),
+        Some(Command::GenCert { out, cn }) => gen_cert(&out, &cn),
         Some(Command::Run) | None => run(&cli.config, cli.check),
     }
 }
@@ -199,6 +210,12 @@ fn run(path: &std::path::Path, check: bool) -> i32 {
         Err(code) => return code,
     };
     if check {
+        if let Some(files) = &cfg.tls
+            && let Err(e) = crate::tls::TlsConfigs::load(files)
+        {
+            eprintln!("spip: {e}");
+            return 2;
+        }
         print!("{}", cfg.describe());
         return 0;
     }
@@ -309,6 +326,44 @@ fn redirect(
             1
         }
     }
+}
+
+fn gen_cert(dir: &std::path::Path, cn: &str) -> i32 {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (cert, key) = match crate::tls::generate_self_signed(cn) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("spip: gen-cert: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("spip: gen-cert: cannot create {}: {e}", dir.display());
+        return 1;
+    }
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    let write = |path: &std::path::Path, mode: u32, data: &str| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(path)?;
+        // An existing file keeps its mode through open(): set it explicitly.
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        f.write_all(data.as_bytes())
+    };
+    for (path, mode, data) in [(&key_path, 0o600, &key), (&cert_path, 0o644, &cert)] {
+        if let Err(e) = write(path, mode, data) {
+            eprintln!("spip: gen-cert: cannot write {}: {e}", path.display());
+            return 1;
+        }
+    }
+    let abs = |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    println!("cert_path = {:?}", abs(&cert_path).display().to_string());
+    println!("key_path = {:?}", abs(&key_path).display().to_string());
+    0
 }
 
 fn inspect(hex: Option<String>, file: Option<PathBuf>) -> i32 {

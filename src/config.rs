@@ -113,6 +113,9 @@ pub const DEFAULT_LOG_MAX_FILES: usize = 10;
 pub struct TlsFiles {
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
+    /// Optional second (RSA) certificate and key, served to clients that offer no signature
+    /// scheme the first certificate's key can sign with (`rsa_cert_path` / `rsa_key_path`).
+    pub rsa: Option<(PathBuf, PathBuf)>,
 }
 
 /// `[loom]`: validated only when enabled.
@@ -153,6 +156,8 @@ struct RawConfig {
     port: Option<i64>,
     cert_path: Option<String>,
     key_path: Option<String>,
+    rsa_cert_path: Option<String>,
+    rsa_key_path: Option<String>,
     log_file: Option<String>,
     log_max_bytes: Option<i64>,
     log_max_files: Option<i64>,
@@ -249,11 +254,25 @@ impl Config {
             }
         };
         let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+        let rsa = match (nonempty(raw.rsa_cert_path), nonempty(raw.rsa_key_path)) {
+            (Some(c), Some(k)) => Some((resolve(&c), resolve(&k))),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(err("rsa_key_path", "is required when rsa_cert_path is set"));
+            }
+            (None, Some(_)) => {
+                return Err(err("rsa_cert_path", "is required when rsa_key_path is set"));
+            }
+        };
         let tls = match (nonempty(raw.cert_path), nonempty(raw.key_path)) {
             (Some(c), Some(k)) => Some(TlsFiles {
                 cert_path: resolve(&c),
                 key_path: resolve(&k),
+                rsa,
             }),
+            (None, None) if rsa.is_some() => {
+                return Err(err("cert_path", "is required when rsa_cert_path is set"));
+            }
             (None, None) => None,
             (Some(_), None) => return Err(err("key_path", "is required when cert_path is set")),
             (None, Some(_)) => return Err(err("cert_path", "is required when key_path is set")),
@@ -436,6 +455,10 @@ impl Config {
             Some(t) => {
                 line("cert_path", q(&t.cert_path.display().to_string()));
                 line("key_path", q(&t.key_path.display().to_string()));
+                if let Some((c, k)) = &t.rsa {
+                    line("rsa_cert_path", q(&c.display().to_string()));
+                    line("rsa_key_path", q(&k.display().to_string()));
+                }
             }
             None => line("tls", q("off")),
         }
@@ -674,6 +697,14 @@ mod tests {
             ("name = \"a\"\nport = 1\nip = \"1.2.3\"", "ip"),
             ("name = \"a\"\nport = 1\ncert_path = \"c\"", "key_path"),
             ("name = \"a\"\nport = 1\nkey_path = \"k\"", "cert_path"),
+            (
+                "name = \"a\"\nport = 1\nrsa_cert_path = \"c\"",
+                "rsa_key_path",
+            ),
+            (
+                "name = \"a\"\nport = 1\nrsa_cert_path = \"c\"\nrsa_key_path = \"k\"",
+                "cert_path",
+            ),
             ("name = \"a\"\nport = 1\nprot = 2", "prot"),
             (
                 "name = \"a\"\nport = 1\nread_timeout_seconds = -5",

@@ -32,6 +32,10 @@ pub enum CloseReason {
     Protocol,
     Shutdown,
     WriteError,
+    /// TLS mode: the handshake did not finish within `handshake_timeout`.
+    HandshakeTimeout,
+    /// TLS mode: the handshake or the TLS session failed (`spip.tls_error` says why).
+    TlsError,
 }
 
 impl CloseReason {
@@ -45,6 +49,8 @@ impl CloseReason {
             CloseReason::Protocol => "protocol_done",
             CloseReason::Shutdown => "shutdown",
             CloseReason::WriteError => "write_error",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::TlsError => "tls_error",
         }
     }
 }

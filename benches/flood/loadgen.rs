@@ -5,6 +5,8 @@
 //! - `empty`: connect, then close with RST (what most scanners do);
 //! - `payload`: connect, send an HTTP GET, wait for the reply, close;
 //! - `hold`: open `--count` idle connections and hold them for `--hold-secs`.
+//! - `tls`: connect, full rustls handshake (TLS 1.3, ALPN http/1.1, no certificate checks),
+//!   one HTTP GET, read the reply to its end, close.
 //!
 //! Prints one JSON line: mode, attempted, completed, failed, elapsed seconds, connections/s.
 //! Loopback only: refuses any destination outside 127.0.0.0/8.
@@ -110,7 +112,93 @@ fn one(i: usize, mode: &str, dest: Ipv4Addr) -> bool {
                 }
             }
         }
+        "tls" => tls_get(s),
         _ => unreachable!(),
+    }
+}
+
+fn tls_client_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify))
+            .with_no_client_auth();
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            // Every connection is a full handshake, as a scanner's would be.
+            cfg.resumption = rustls::client::Resumption::disabled();
+            Arc::new(cfg)
+        })
+        .clone()
+}
+
+/// Full handshake, one GET, read the response until the server closes.
+fn tls_get(s: Socket) -> bool {
+    let mut stream: std::net::TcpStream = s.into();
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    // As curl and browsers do: the Finished and the request must not wait for a delayed ACK.
+    let _ = stream.set_nodelay(true);
+    let name = rustls::pki_types::ServerName::try_from("bench.test").expect("name");
+    let Ok(mut conn) = rustls::ClientConnection::new(tls_client_config(), name) else {
+        return false;
+    };
+    let mut tls = rustls::Stream::new(&mut conn, &mut stream);
+    let req = b"GET /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: flood/1\r\nConnection: close\r\n\r\n";
+    if tls.write_all(req).is_err() {
+        return false;
+    }
+    let mut got = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // A server that closes without close_notify still answered.
+            Err(_) => break,
+        }
+    }
+    got.starts_with(b"HTTP/1.")
+}
+
+#[derive(Debug)]
+struct NoVerify;
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -2,6 +2,13 @@
 # Flood benchmark: spip against a minimal epoll baseline, same namespace setup, same run.
 #
 #   sudo benches/flood/run.sh [COUNT] [HOLD]      (defaults: 20000 connections, 5000 held)
+#   sudo TLS=1 benches/flood/run.sh               (adds the TLS section, TLS_COUNT connections)
+#   sudo TLS=only benches/flood/run.sh            (the TLS section alone)
+#
+# TLS section: full TLS 1.3 handshake + one GET per connection (loadgen --mode tls), spip in
+# TLS mode against two baselines: a minimal blocking rustls server (flood_tls_baseline, the
+# floor) and `openssl s_server -www` (single-threaded, a heavier reference), with an ECDSA P-256 certificate
+# (spip-agent gen-cert) and an RSA-2048 one (openssl req).
 #
 # For each sensor and mode it prints the sensor's own CPU time per connection (utime+stime
 # from /proc/PID/stat, all threads), connections per second, and for spip the records written
@@ -14,9 +21,12 @@ COUNT=${1:-20000}
 HOLD=${2:-5000}
 PORT=8080
 CONC=${CONC:-16}
+TLS=${TLS:-0}
+TLS_COUNT=${TLS_COUNT:-3000}
 [ "$(id -u)" = 0 ] || { echo "run.sh: needs root (network namespace, iptables)" >&2; exit 2; }
 
-cargo build --release -q --bin spip-agent --example flood_loadgen --example flood_baseline
+cargo build --release -q --offline --bin spip-agent --example flood_loadgen --example flood_baseline \
+    --example flood_tls_baseline
 BIN=target/release
 NS=spip-bench-$$
 WORK=$(mktemp -d)
@@ -61,6 +71,14 @@ EOF
 start_sensor() { # name
     if [ "${1%-loom}" = spip ]; then
         ip netns exec "$NS" "$BIN/spip-agent" --config "$WORK/spip.toml" 2>"$WORK/spip.err" &
+    elif [ "$1" = spip-tls ]; then
+        ip netns exec "$NS" "$BIN/spip-agent" --config "$WORK/spip-tls.toml" 2>"$WORK/spip-tls.err" &
+    elif [ "$1" = rustls ]; then
+        ip netns exec "$NS" "$BIN/examples/flood_tls_baseline" $PORT 2 \
+            "$WORK/tls/cert.pem" "$WORK/tls/key.pem" 2>"$WORK/rustls.err" &
+    elif [ "$1" = s_server ]; then
+        ip netns exec "$NS" openssl s_server -quiet -www -accept $PORT \
+            -cert "$WORK/tls/cert.pem" -key "$WORK/tls/key.pem" </dev/null >/dev/null 2>"$WORK/s_server.err" &
     else
         ip netns exec "$NS" "$BIN/examples/flood_baseline" $PORT 2 2>"$WORK/baseline.err" &
     fi
@@ -83,7 +101,7 @@ flood() { # sensor mode
     sleep 0.5
     before=$(cpu_ticks "$SENSOR_PID")
     wbefore=$(worker_ticks "$SENSOR_PID")
-    out=$(ip netns exec "$NS" "$BIN/examples/flood_loadgen" --mode "$mode" --count "$COUNT" --concurrency "$CONC")
+    out=$(ip netns exec "$NS" "$BIN/examples/flood_loadgen" --mode "$mode" --count "${FLOOD_COUNT:-$COUNT}" --concurrency "$CONC")
     sleep 1.5 # let the sensor finish the last connections and flush
     after=$(cpu_ticks "$SENSOR_PID")
     wafter=$(worker_ticks "$SENSOR_PID")
@@ -114,6 +132,58 @@ hold() { # sensor
     RESULT[$sensor,hold,held]=$held
     sleep 1
 }
+
+tls_section() {
+    local kind sensor
+    mkdir -p "$WORK/tls-ecdsa" "$WORK/tls-rsa"
+    "$BIN/spip-agent" gen-cert --out "$WORK/tls-ecdsa" --cn bench.test >/dev/null
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=bench.test \
+        -keyout "$WORK/tls-rsa/key.pem" -out "$WORK/tls-rsa/cert.pem" 2>/dev/null
+    for kind in ecdsa rsa; do
+        rm -rf "$WORK/tls"; cp -r "$WORK/tls-$kind" "$WORK/tls"
+        sed 's#records.jsonl#records-tls.jsonl#' "$WORK/spip.toml" > "$WORK/spip-tls.toml"
+        printf 'cert_path = "%s"\nkey_path = "%s"\n' "$WORK/tls/cert.pem" "$WORK/tls/key.pem" >> "$WORK/spip-tls.toml"
+        for sensor in s_server rustls spip-tls; do
+            start_sensor $sensor
+            FLOOD_COUNT=$TLS_COUNT flood_tls "$sensor-$kind"
+            stop_sensor
+        done
+    done
+    printf '\n%-15s %12s %10s %12s %12s\n' "tls sensor" "cpu_us/conn" "conns/s" completed records
+    for kind in ecdsa rsa; do
+        for sensor in s_server rustls spip-tls; do
+            local k=$sensor-$kind rec=${RESULT[$sensor-$kind,tls,records]}
+            [ $sensor != spip-tls ] && rec=-
+            printf '%-15s %12s %10s %12s %12s\n' "$k" "${RESULT[$k,tls,us]}" "${RESULT[$k,tls,cps]}" \
+                "${RESULT[$k,tls,completed]}" "$rec"
+        done
+        awk -v s="${RESULT[spip-tls-$kind,tls,us]}" -v b="${RESULT[rustls-$kind,tls,us]}" \
+            -v o="${RESULT[s_server-$kind,tls,us]}" -v k=$kind \
+            'BEGIN { printf "ratio tls %-5s %6.2fx vs rustls, %.2fx vs s_server\n", k, s / b, s / o }'
+    done
+}
+
+flood_tls() { # result-key
+    local key=$1 before after out completed cps us rec0 rec1
+    rec0=$(lines "$WORK/records-tls.jsonl")
+    before=$(cpu_ticks "$SENSOR_PID")
+    out=$(ip netns exec "$NS" "$BIN/examples/flood_loadgen" --mode tls --count "$TLS_COUNT" --concurrency "$CONC")
+    sleep 1.5
+    after=$(cpu_ticks "$SENSOR_PID")
+    completed=$(sed 's/.*"completed":\([0-9]*\).*/\1/' <<<"$out")
+    cps=$(sed 's/.*"conns_per_s":\([0-9]*\).*/\1/' <<<"$out")
+    us=$(awk -v a="$after" -v b="$before" -v t="$TCK" -v n="$completed" 'BEGIN { if (n == 0) n = 1; printf "%.1f", (a - b) * 1e6 / t / n }')
+    rec1=$(lines "$WORK/records-tls.jsonl")
+    RESULT[$key,tls,us]=$us
+    RESULT[$key,tls,cps]=$cps
+    RESULT[$key,tls,completed]=$completed
+    RESULT[$key,tls,records]=$((rec1 - rec0))
+}
+
+if [ "$TLS" = only ]; then
+    tls_section
+    exit 0
+fi
 
 for sensor in baseline spip; do
     start_sensor $sensor
@@ -169,3 +239,5 @@ awk -v on="${RESULT[spip-loom,payload,worker_us]}" -v off="${RESULT[spip,payload
     'BEGIN { printf "loom on: capture %s us/conn vs %s off (%.2fx); whole process %s vs %s us/conn\n", on, off, on / off, allon, alloff }'
 echo "loom shipped $shipped of ${RESULT[spip-loom,payload,completed]} records"
 grep final_stats "$WORK/spip.err" || true
+[ "$TLS" = 1 ] && tls_section
+exit 0

@@ -3,6 +3,13 @@
 //! The first read of each wait goes to the runtime's provided-buffer pool (`read_managed`), so
 //! a silent connection holds no buffer while it waits. Bytes are copied into the connection's
 //! own `pending` buffer only when a turn spans several reads.
+//!
+//! TLS mode (cert + key configured): when the first turn is a ClientHello, the connection
+//! becomes a TLS connection ([`crate::tls::TlsSession`], rustls driven sans-IO): the hello is
+//! kept for the fingerprints, ciphertext from each read is fed to rustls, the decrypted bytes
+//! go through the same turn framing, records and replies as plain bytes, and replies are
+//! encrypted before the write. The ClientHello gets its own record (turn 1) once the handshake
+//! is settled, carrying the negotiated parameters or `spip.tls_error`.
 
 use super::registry::ConnId;
 use super::worker::Worker;
@@ -10,6 +17,7 @@ use crate::analysis::analyze;
 use crate::fingerprint::community_id::community_id_v1;
 use crate::record::{CloseReason, ConnMeta, TurnMeta, write_record};
 use crate::session::{After, Framing, Session, TurnKind};
+use crate::tls::{Fed, TlsConfigs, TlsInfo, TlsSession};
 use compio::driver::BufferRef;
 use compio::io::{AsyncReadManaged, AsyncWriteExt};
 use compio::net::TcpStream;
@@ -137,17 +145,30 @@ async fn serve_rest(
         consumed: 0,
         cap: cfg.max_payload_bytes,
         reply: Vec::new(),
+        tls_configs: worker.shared.tls.as_ref(),
+        tls: None,
+        tls_hello: false,
+        hs_deadline: None,
     };
 
     let mut outcome = Some(first);
     let close = loop {
         let now = Instant::now();
         let session_left = deadline.saturating_duration_since(now);
-        let timeout_reason = if session_left <= cfg.read_timeout {
+        let mut timeout_reason = if session_left <= cfg.read_timeout {
             CloseReason::SessionTimeout
         } else {
             CloseReason::ReadTimeout
         };
+        // TLS mode: from the first 0x16 byte until the handshake is done.
+        let mut wait = cfg.read_timeout.min(session_left);
+        if let Some(hs) = conn.handshake_deadline() {
+            let left = hs.saturating_duration_since(now);
+            if left <= wait {
+                wait = left;
+                timeout_reason = CloseReason::HandshakeTimeout;
+            }
+        }
         let read = match outcome.take() {
             Some(ReadOutcome::NoBuffer) => {
                 let room = conn.cap - conn.received;
@@ -158,11 +179,14 @@ async fn serve_rest(
                 if session_left.is_zero() {
                     break CloseReason::SessionTimeout;
                 }
+                if wait.is_zero() {
+                    break timeout_reason;
+                }
                 let room = conn.cap - conn.received;
                 if room == 0 {
                     break CloseReason::PayloadCap;
                 }
-                read_some(&mut stream, room, cfg.read_timeout.min(session_left)).await
+                read_some(&mut stream, room, wait).await
             }
         };
         let after = match read {
@@ -184,7 +208,9 @@ async fn serve_rest(
             }
         }
         if after == After::Close {
-            break if conn.received >= conn.cap {
+            break if let Some(reason) = conn.tls_close_reason() {
+                reason
+            } else if conn.received >= conn.cap {
                 CloseReason::PayloadCap
             } else {
                 CloseReason::Protocol
@@ -210,18 +236,56 @@ struct Conn<'a> {
     consumed: usize,
     cap: usize,
     reply: Vec<u8>,
+    /// TLS mode (cert + key configured).
+    tls_configs: Option<&'a TlsConfigs>,
+    /// The TLS session, once a ClientHello opened the connection in TLS mode.
+    tls: Option<Box<TlsConn>>,
+    /// Set by `take_turns` when the first turn is a ClientHello to terminate.
+    tls_hello: bool,
+    /// TLS mode: when the handshake must be done by (from the first 0x16 byte).
+    hs_deadline: Option<Instant>,
+}
+
+/// A TLS connection's state: the rustls session, the ClientHello (kept for the fingerprints
+/// of every record), and what the handshake settled.
+struct TlsConn {
+    session: TlsSession,
+    hello: Vec<u8>,
+    /// Set when the handshake completed or failed (the ClientHello record is then written).
+    info: Option<TlsInfo>,
+    /// Scratch for decrypted bytes.
+    plain: Vec<u8>,
+    /// The session ended in a TLS error after the handshake.
+    failed: bool,
+    /// The client sent close_notify.
+    peer_closed: bool,
+    /// HTTP/2 (ALPN h2): our SETTINGS frame went out.
+    h2_settings_sent: bool,
 }
 
 impl Conn<'_> {
     /// Handles newly read bytes: completes as many turns as they finish, replying to each.
     fn on_bytes(&mut self, data: &[u8]) -> After {
+        if self.received == 0 && self.tls_configs.is_some() && data.first() == Some(&0x16) {
+            self.hs_deadline = Some(Instant::now() + self.worker.shared.cfg.handshake_timeout);
+        }
         self.received += data.len();
+        if self.tls.is_some() {
+            return self.on_tls_bytes(data);
+        }
+        self.frame_input(data)
+    }
+
+    /// Frames (plain or decrypted) client bytes into turns.
+    fn frame_input(&mut self, data: &[u8]) -> After {
         if self.pending.is_empty() {
             // Fast path: frame straight from the read buffer; copy only a leftover.
             let (used, after) = self.take_turns(data);
-            if after == After::KeepOpen
-                && let Some(rest) = data.get(used..)
-            {
+            let rest = data.get(used..).unwrap_or_default();
+            if self.tls_hello {
+                return self.start_tls(rest);
+            }
+            if after == After::KeepOpen {
                 self.pending.extend_from_slice(rest);
             }
             after
@@ -229,10 +293,188 @@ impl Conn<'_> {
             let mut pending = std::mem::take(&mut self.pending);
             pending.extend_from_slice(data);
             let (used, after) = self.take_turns(&pending);
+            if self.tls_hello {
+                return self.start_tls(pending.get(used..).unwrap_or_default());
+            }
             pending.drain(..used.min(pending.len()));
             self.pending = pending;
             after
         }
+    }
+
+    fn handshake_deadline(&self) -> Option<Instant> {
+        match &self.tls {
+            Some(t) if t.info.is_some() => None,
+            _ => self.hs_deadline,
+        }
+    }
+
+    /// Why a TLS connection is closing, when TLS is the reason.
+    fn tls_close_reason(&self) -> Option<CloseReason> {
+        let t = self.tls.as_ref()?;
+        let failed = t.failed || t.info.as_ref().is_some_and(|i| i.error.is_some());
+        if failed {
+            Some(CloseReason::TlsError)
+        } else if t.peer_closed {
+            Some(CloseReason::Eof)
+        } else {
+            None
+        }
+    }
+
+    /// Starts terminating TLS: `bytes` begin with the complete ClientHello (anything after it
+    /// is the client's next flight).
+    fn start_tls(&mut self, bytes: &[u8]) -> After {
+        self.tls_hello = false;
+        let Some(configs) = self.tls_configs else {
+            return After::Close;
+        };
+        let hello_len = match crate::proto::tls::client_hello_status(bytes) {
+            crate::proto::tls::HelloStatus::Complete { records_len, .. } => records_len,
+            _ => bytes.len(),
+        }
+        .min(bytes.len());
+        let config = crate::fingerprint::tls_client(bytes)
+            .and_then(|t| t.with_hello(|h| configs.for_client(h.alpn())))
+            .unwrap_or_else(|| configs.for_client(std::iter::empty()));
+        let session = match TlsSession::new(config) {
+            Ok(s) => s,
+            Err(e) => {
+                self.consumed += hello_len;
+                self.tls = None;
+                self.record_hello_alone(&bytes[..hello_len], TlsInfo::failed(e.to_string()));
+                return After::Close;
+            }
+        };
+        self.consumed += hello_len;
+        self.tls = Some(Box::new(TlsConn {
+            session,
+            hello: bytes[..hello_len].to_vec(),
+            info: None,
+            plain: Vec::new(),
+            failed: false,
+            peer_closed: false,
+            h2_settings_sent: false,
+        }));
+        self.on_tls_bytes(bytes)
+    }
+
+    /// Ciphertext in: drive the handshake, frame decrypted data as turns, encrypt replies.
+    fn on_tls_bytes(&mut self, data: &[u8]) -> After {
+        let Some(mut tls) = self.tls.take() else {
+            return After::Close;
+        };
+        let mut plain = std::mem::take(&mut tls.plain);
+        let fed = tls.session.feed(data, &mut plain);
+        let mut after = After::KeepOpen;
+        match fed {
+            Err(e) => {
+                // The alert (if any) goes out; the connection ends here.
+                tls.session.outgoing(&mut self.reply);
+                if tls.info.is_none() {
+                    tls.info = Some(TlsInfo::failed(e.to_string()));
+                    self.tls = Some(tls);
+                    self.record_tls_hello(Some(CloseReason::TlsError));
+                } else {
+                    tls.failed = true;
+                    if let Some(i) = tls.info.as_mut() {
+                        i.error = Some(e.to_string());
+                    }
+                    self.tls = Some(tls);
+                }
+                return After::Close;
+            }
+            Ok(Fed::Closed) => {
+                tls.peer_closed = true;
+                after = After::Close;
+            }
+            Ok(Fed::Open) => {}
+        }
+        let handshake_done = tls.info.is_none() && !tls.session.is_handshaking();
+        if handshake_done {
+            tls.info = Some(tls.session.info());
+        }
+        let h2 = tls
+            .info
+            .as_ref()
+            .is_some_and(|i| i.alpn.as_deref() == Some(b"h2"));
+        self.tls = Some(tls);
+        if handshake_done {
+            self.record_tls_hello(None);
+        }
+        if !plain.is_empty() {
+            let a = if h2 {
+                self.on_h2(&plain)
+            } else {
+                self.frame_input(&plain)
+            };
+            if a == After::Close {
+                after = After::Close;
+            }
+        }
+        plain.clear();
+        let Some(tls) = self.tls.as_mut() else {
+            return After::Close;
+        };
+        tls.plain = plain;
+        if !self.reply.is_empty() {
+            tls.session.send(&self.reply);
+            self.reply.clear();
+        }
+        tls.session.outgoing(&mut self.reply);
+        after
+    }
+
+    /// HTTP/2 (ALPN h2): each read of decrypted bytes is one turn, recorded as it is (the
+    /// connection preface and frames). We answer with an empty SETTINGS frame so the client
+    /// sends its requests, and once a HEADERS frame came, with GOAWAY: there is no h2 server.
+    fn on_h2(&mut self, data: &[u8]) -> After {
+        let room = self.cap.saturating_sub(self.consumed);
+        let turn = &data[..data.len().min(room)];
+        self.consumed += turn.len();
+        let capped = self.consumed >= self.cap;
+        let headers = h2_has_headers(turn);
+        if let Some(t) = self.tls.as_mut()
+            && !t.h2_settings_sent
+        {
+            t.h2_settings_sent = true;
+            self.reply.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        }
+        if headers {
+            // GOAWAY, last stream 0, NO_ERROR.
+            self.reply
+                .extend_from_slice(&[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        let close = headers || capped;
+        self.session.count_turn();
+        let reason = if capped {
+            Some(CloseReason::PayloadCap)
+        } else if close {
+            Some(CloseReason::Protocol)
+        } else {
+            None
+        };
+        self.record(turn, TurnKind::Other, capped, reason);
+        if close { After::Close } else { After::KeepOpen }
+    }
+
+    /// Records the ClientHello turn of a TLS connection (once the handshake is settled).
+    fn record_tls_hello(&mut self, close: Option<CloseReason>) {
+        self.session.count_turn();
+        let Some(tls) = self.tls.as_ref() else {
+            return;
+        };
+        let mut analysis = analyze(&tls.hello, TurnKind::TlsHandshake);
+        analysis.tls_session = tls.info.as_ref();
+        self.push_record(&analysis, false, close);
+    }
+
+    /// Records a ClientHello for which no TLS session could be started.
+    fn record_hello_alone(&mut self, hello: &[u8], info: TlsInfo) {
+        self.session.count_turn();
+        let mut analysis = analyze(hello, TurnKind::TlsHandshake);
+        analysis.tls_session = Some(&info);
+        self.push_record(&analysis, false, Some(CloseReason::TlsError));
     }
 
     /// Frames, records and answers every complete turn at the start of `input`.
@@ -243,6 +485,15 @@ impl Conn<'_> {
             let Framing::Complete { len, kind } = self.session.frame(rest, room) else {
                 break;
             };
+            if kind == TurnKind::TlsHandshake
+                && self.tls_configs.is_some()
+                && self.tls.is_none()
+                && self.session.turns() == 0
+            {
+                // TLS mode: the ClientHello opens a TLS session (recorded once it is settled).
+                self.tls_hello = true;
+                return (used, After::KeepOpen);
+            }
             let turn = &rest[..len.min(rest.len())];
             self.consumed += turn.len();
             used += turn.len();
@@ -271,7 +522,22 @@ impl Conn<'_> {
     }
 
     fn record(&self, turn: &[u8], kind: TurnKind, truncated: bool, close: Option<CloseReason>) {
-        let analysis = analyze(turn, kind);
+        let mut analysis = analyze(turn, kind);
+        if let Some(tls) = &self.tls {
+            // Decrypted application data: the connection's ClientHello fingerprints and
+            // handshake facts go on every record.
+            analysis.tls = crate::fingerprint::tls_client(&tls.hello);
+            analysis.tls_session = tls.info.as_ref();
+        }
+        self.push_record(&analysis, truncated, close);
+    }
+
+    fn push_record(
+        &self,
+        analysis: &crate::analysis::Analysis<'_>,
+        truncated: bool,
+        close: Option<CloseReason>,
+    ) {
         let meta = TurnMeta {
             turn: self.session.turns(),
             at: SystemTime::now(),
@@ -282,7 +548,7 @@ impl Conn<'_> {
         self.worker
             .sink
             .borrow_mut()
-            .push(|buf| write_record(buf, self.meta, &meta, Some(&analysis)));
+            .push(|buf| write_record(buf, self.meta, &meta, Some(analysis)));
     }
 
     fn eof_reason(&self) -> CloseReason {
@@ -302,6 +568,22 @@ impl Conn<'_> {
             CloseReason::PayloadCap => counters.inc(&counters.payload_capped),
             _ => {}
         }
+        // TLS: a handshake that never settled still yields the ClientHello record.
+        if self.tls.as_ref().is_some_and(|t| t.info.is_none()) {
+            let why = match close {
+                CloseReason::HandshakeTimeout
+                | CloseReason::ReadTimeout
+                | CloseReason::SessionTimeout => "handshake timeout: the client stalled",
+                CloseReason::Eof => "the client closed the connection during the handshake",
+                CloseReason::Reset => "the connection was reset during the handshake",
+                _ => "the connection ended during the handshake",
+            };
+            if let Some(t) = self.tls.as_mut() {
+                t.info = Some(TlsInfo::failed(why));
+            }
+            self.record_tls_hello(Some(close));
+            return;
+        }
         if !self.pending.is_empty() {
             let pending = std::mem::take(&mut self.pending);
             // An incomplete turn is still recorded, whole, with why it ended.
@@ -310,6 +592,17 @@ impl Conn<'_> {
                 Framing::NeedMore => TurnKind::Other,
             };
             self.session.count_turn();
+            if self.tls.is_none() && self.tls_configs.is_some() && pending.first() == Some(&0x16) {
+                // TLS mode, but the ClientHello never completed.
+                let info = TlsInfo::failed(match close {
+                    CloseReason::HandshakeTimeout => "handshake timeout: incomplete ClientHello",
+                    _ => "incomplete ClientHello",
+                });
+                let mut analysis = analyze(&pending, kind);
+                analysis.tls_session = Some(&info);
+                self.push_record(&analysis, true, Some(close));
+                return;
+            }
             self.record(&pending, kind, true, Some(close));
         } else if self.received == 0 {
             counters.inc(&counters.empty_connections);
@@ -327,5 +620,38 @@ impl Conn<'_> {
                     .push(|buf| write_record(buf, self.meta, &meta, None));
             }
         }
+    }
+}
+
+/// HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether `data` (client bytes of an h2 connection, preface optional) holds a HEADERS frame.
+fn h2_has_headers(data: &[u8]) -> bool {
+    let mut rest = data.strip_prefix(H2_PREFACE).unwrap_or(data);
+    while let Some(header) = rest.first_chunk::<9>() {
+        if header[3] == 0x1 {
+            return true;
+        }
+        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        rest = rest.get(9 + len..).unwrap_or_default();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h2_headers_frame_is_found() {
+        let settings = [0u8, 0, 0, 4, 0, 0, 0, 0, 0];
+        let headers = [0u8, 0, 1, 1, 5, 0, 0, 0, 1, 0x82];
+        let mut a = H2_PREFACE.to_vec();
+        a.extend_from_slice(&settings);
+        assert!(!h2_has_headers(&a));
+        a.extend_from_slice(&headers);
+        assert!(h2_has_headers(&a));
+        assert!(!h2_has_headers(b"PRI"));
     }
 }

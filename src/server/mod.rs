@@ -29,6 +29,8 @@ pub struct Shared {
     pub output: Output,
     pub shutdown: AtomicBool,
     pub driver: DriverChoice,
+    /// TLS mode: the rustls server configurations (cert_path + key_path set).
+    pub tls: Option<crate::tls::TlsConfigs>,
 }
 
 /// Extra counters to print (the Loom shipper's).
@@ -41,6 +43,19 @@ pub fn run(
     consumer: Option<Box<dyn LineConsumer>>,
     stats_hook: Option<StatsHook>,
 ) -> i32 {
+    // Bad certificate/key files are a bad config: exit 2, naming the file.
+    let tls = match cfg
+        .tls
+        .as_ref()
+        .map(crate::tls::TlsConfigs::load)
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("spip: {e}");
+            return 2;
+        }
+    };
     raise_nofile_limit();
     // Connection state is allocated and freed at a high rate on the worker threads; glibc would
     // otherwise trim their heaps and grow them again (an mprotect per cycle, seen in profiles).
@@ -87,6 +102,7 @@ pub fn run(
         output,
         shutdown: AtomicBool::new(false),
         driver,
+        tls,
     });
     eprintln!(
         "spip: listening on {addr} with {} worker threads ({} mode)",
