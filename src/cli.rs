@@ -62,44 +62,7 @@ enum Command {
         port: Option<u16>,
     },
     /// First-run helper: asks a few questions (or takes flags) and writes a validated config.
-    Setup {
-        /// Ask nothing: flags, then defaults.
-        #[arg(long)]
-        non_interactive: bool,
-        /// Where to write the config.
-        #[arg(long, default_value = "/etc/spip/config.toml")]
-        output: PathBuf,
-        /// Replace an existing file.
-        #[arg(long)]
-        force: bool,
-        #[arg(long)]
-        name: Option<String>,
-        #[arg(long)]
-        ip: Option<String>,
-        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
-        port: Option<u16>,
-        /// Log file path ("" = stdout).
-        #[arg(long)]
-        log_file: Option<String>,
-        /// mode = "tproxy".
-        #[arg(long)]
-        tproxy: bool,
-        /// TLS mode with a new self-signed certificate (`spip-agent gen-cert`, if this build has it).
-        #[arg(long, conflicts_with_all = ["cert_path", "key_path"])]
-        gen_cert: bool,
-        /// TLS mode with an existing certificate (with --key-path).
-        #[arg(long)]
-        cert_path: Option<String>,
-        #[arg(long)]
-        key_path: Option<String>,
-        /// Loom shipping (all three together).
-        #[arg(long)]
-        loom_url: Option<String>,
-        #[arg(long)]
-        loom_sensor_id: Option<String>,
-        #[arg(long)]
-        loom_token: Option<String>,
-    },
+    Setup(crate::setup::Flags),
     /// Generate a self-signed ECDSA P-256 certificate and key for TLS mode
     /// (DIR/cert.pem, DIR/key.pem with mode 0600) and print the config lines.
     GenCert {
@@ -161,37 +124,7 @@ pub fn main() -> i32 {
             tproxy,
             port,
         ),
-        Some(Command::Setup {
-            non_interactive,
-            output,
-            force,
-            name,
-            ip,
-            port,
-            log_file,
-            tproxy,
-            gen_cert,
-            cert_path,
-            key_path,
-            loom_url,
-            loom_sensor_id,
-            loom_token,
-        }) => crate::setup::run(&crate::setup::Flags {
-            non_interactive,
-            output,
-            force,
-            name,
-            ip,
-            port,
-            log_file,
-            tproxy,
-            gen_cert,
-            cert_path,
-            key_path,
-            loom_url,
-            loom_sensor_id,
-            loom_token,
-        }),
+        Some(Command::Setup(flags)) => crate::setup::run(&flags),
         Some(Command::GenCert { out, cn }) => gen_cert(&out, &cn),
         Some(Command::Run) | None => run(&cli.config, cli.check),
     }

@@ -102,22 +102,43 @@ pub fn render(a: &Answers) -> String {
 }
 
 /// Flags of `spip-agent setup`; None = ask (or the default with `--non-interactive`).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct Flags {
+    /// Ask nothing: flags, then defaults.
+    #[arg(long)]
     pub non_interactive: bool,
+    /// Where to write the config.
+    #[arg(long, default_value = "/etc/spip/config.toml")]
     pub output: PathBuf,
+    /// Replace an existing file.
+    #[arg(long)]
     pub force: bool,
+    #[arg(long)]
     pub name: Option<String>,
+    #[arg(long)]
     pub ip: Option<String>,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
+    /// Log file path ("" = stdout).
+    #[arg(long)]
     pub log_file: Option<String>,
+    /// mode = "tproxy".
+    #[arg(long)]
     pub tproxy: bool,
-    /// Generate a self-signed cert with `spip-agent gen-cert` into the config's folder.
+    /// TLS mode with a new self-signed certificate (`spip-agent gen-cert`) in the config's folder.
+    #[arg(long, conflicts_with_all = ["cert_path", "key_path"])]
     pub gen_cert: bool,
+    /// TLS mode with an existing certificate (with --key-path).
+    #[arg(long)]
     pub cert_path: Option<String>,
+    #[arg(long)]
     pub key_path: Option<String>,
+    /// Loom shipping (all three together).
+    #[arg(long)]
     pub loom_url: Option<String>,
+    #[arg(long)]
     pub loom_sensor_id: Option<String>,
+    #[arg(long)]
     pub loom_token: Option<String>,
 }
 
