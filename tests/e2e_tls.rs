@@ -6,15 +6,15 @@ use common::*;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const SECS5: Duration = Duration::from_secs(5);
 
 /// Generates a cert with `spip-agent gen-cert`; returns (dir, extra config lines).
-fn tls_config(extra: &str) -> (PathBuf, String) {
-    let dir = temp_dir("tls-cert");
+fn tls_config(extra: &str) -> (TempDir, String) {
+    let dir = TempDir(temp_dir("tls-cert"));
     let out = Command::new(bin())
         .args([
             "gen-cert",
@@ -34,7 +34,7 @@ fn tls_config(extra: &str) -> (PathBuf, String) {
     (dir, format!("{lines}{extra}"))
 }
 
-fn start(ns: &Netns, extra: &str) -> (Sensor, PathBuf) {
+fn start(ns: &Netns, extra: &str) -> (Sensor, TempDir) {
     let (dir, cfg) = tls_config(extra);
     (Sensor::start(ns, &cfg), dir)
 }

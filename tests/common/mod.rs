@@ -218,6 +218,24 @@ pub fn test_config(log: &Path, extra: &str) -> String {
     cfg
 }
 
+/// A temporary directory removed on drop (kept when the test panicked, for a look).
+pub struct TempDir(pub PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 pub fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "spip-{tag}-{}-{}",
