@@ -24,7 +24,11 @@ pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
-        eprintln!("SKIPPED {test}: needs root (network namespaces and iptables)");
+        // Straight to the stderr handle: libtest captures eprintln!, and the reason must show.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: needs root (network namespaces and iptables)"
+        );
     }
     root
 }
