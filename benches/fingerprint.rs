@@ -4,14 +4,11 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use spip::fingerprint;
-use std::hint::black_box;
+use spip::proto::tls::wrap_records;
 
-fn records(msg: &[u8]) -> Vec<u8> {
-    let mut out = vec![22, 3, 1];
-    out.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-    out.extend_from_slice(msg);
-    out
-}
+#[path = "../tests/support/hellos.rs"]
+mod hellos;
+use std::hint::black_box;
 
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len())
@@ -25,60 +22,6 @@ fn vectors(file: &str) -> Option<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
-/// A Chrome-like hello with GREASE, 16 extensions and a big key share.
-fn chrome_like_hello() -> Vec<u8> {
-    let mut body = vec![3, 3];
-    body.extend_from_slice(&[0x5a; 32]);
-    body.push(32);
-    body.extend_from_slice(&[0x33; 32]);
-    let ciphers: [u16; 16] = [
-        0x4a4a, 0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013,
-        0xc014, 0x009c, 0x009d, 0x002f, 0x0035,
-    ];
-    body.extend_from_slice(&((ciphers.len() * 2) as u16).to_be_bytes());
-    for c in ciphers {
-        body.extend_from_slice(&c.to_be_bytes());
-    }
-    body.extend_from_slice(&[1, 0]);
-    let mut exts = Vec::new();
-    let mut ext = |t: u16, d: &[u8]| {
-        exts.extend_from_slice(&t.to_be_bytes());
-        exts.extend_from_slice(&(d.len() as u16).to_be_bytes());
-        exts.extend_from_slice(d);
-    };
-    ext(0x2a2a, &[]);
-    ext(0x0000, b"\x00\x0e\x00\x00\x0bexample.com");
-    ext(0x0017, &[]);
-    ext(0xff01, &[0]);
-    ext(0x000a, &[0, 8, 0x2a, 0x2a, 0x11, 0xec, 0, 0x1d, 0, 0x17]);
-    ext(0x000b, &[1, 0]);
-    ext(0x0023, &[]);
-    ext(0x0010, b"\x00\x0c\x02h2\x08http/1.1");
-    ext(0x0005, &[1, 0, 0, 0, 0]);
-    ext(
-        0x000d,
-        &[0, 16, 4, 3, 8, 4, 4, 1, 5, 3, 8, 5, 5, 1, 8, 6, 6, 1],
-    );
-    ext(0x0012, &[]);
-    let mut ks = vec![0x04, 0xde, 0x2a, 0x2a, 0, 1, 0, 0x11, 0xec, 0x04, 0xc0];
-    ks.extend(std::iter::repeat_n(0x77, 1216));
-    ks.extend_from_slice(&[0, 0x1d, 0, 32]);
-    ks.extend(std::iter::repeat_n(0x66, 32));
-    ext(0x0033, &ks);
-    ext(0x002d, &[1, 1]);
-    ext(0x002b, &[6, 0x2a, 0x2a, 3, 4, 3, 3]);
-    ext(0x001b, &[2, 0, 2]);
-    ext(0x44cd, &[0, 3, 2, b'h', b'2']);
-    ext(0xfe0d, &[0; 186]);
-    ext(0x3a3a, &[0]);
-    body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
-    body.extend_from_slice(&exts);
-    let mut msg = vec![1, 0];
-    msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
-    msg.extend_from_slice(&body);
-    msg
-}
-
 fn firefox_512() -> Vec<u8> {
     // tls12.pcap: a single 512-byte Firefox hello (falls back to the synthetic hello).
     vectors("ja4_ja3_clienthello_vectors.json")
@@ -88,7 +31,7 @@ fn firefox_512() -> Vec<u8> {
                 (m.len() == 512).then_some(m)
             })
         })
-        .unwrap_or_else(chrome_like_hello)
+        .unwrap_or_else(hellos::chrome_like_hello)
 }
 
 fn openssh_kexinit() -> Vec<u8> {
@@ -119,8 +62,8 @@ fn openssh_kexinit() -> Vec<u8> {
 }
 
 fn benches(c: &mut Criterion) {
-    let small = records(&firefox_512());
-    let big = records(&chrome_like_hello());
+    let small = wrap_records(&firefox_512(), &[]);
+    let big = wrap_records(&hellos::chrome_like_hello(), &[]);
     for (name, stream) in [("tls_512B", &small), ("tls_1.8KiB", &big)] {
         c.bench_function(&format!("{name}/ja4+ja3"), |b| {
             b.iter(|| {

@@ -2,6 +2,7 @@
 
 use spip::fingerprint::{self, util::Sink};
 use spip::proto::tls;
+use spip::proto::tls::wrap_records;
 
 fn vectors(file: &str) -> Option<serde_json::Value> {
     let path = format!("{}/../shared/vectors/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -19,23 +20,6 @@ fn unhex(s: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
-}
-
-/// Wraps a handshake message into TLS records, cutting it at the given sizes.
-fn records(msg: &[u8], cuts: &[usize]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut rest = msg;
-    let mut i = 0;
-    while !rest.is_empty() {
-        let n = cuts.get(i).copied().unwrap_or(rest.len()).min(rest.len());
-        let (a, b) = rest.split_at(n);
-        out.extend_from_slice(&[22, 3, 1]);
-        out.extend_from_slice(&(a.len() as u16).to_be_bytes());
-        out.extend_from_slice(a);
-        rest = b;
-        i += 1;
-    }
-    out
 }
 
 fn string_of(f: impl FnOnce(&mut Vec<u8>)) -> String {
@@ -66,7 +50,7 @@ fn client_hellos_whole_and_split() {
             vec![5, n - 10],
         ];
         for cuts in &splits {
-            let stream = records(&msg, cuts);
+            let stream = wrap_records(&msg, cuts);
             let c = fingerprint::tls_client(&stream)
                 .unwrap_or_else(|| panic!("no hello: {} {cuts:?}", row["source"]));
             assert_eq!(c.ja4.as_str(), want_ja4, "{} {cuts:?}", row["source"]);
@@ -97,7 +81,7 @@ fn client_hello_truncation_never_lies() {
     };
     for row in v["vectors"].as_array().unwrap().iter().take(12) {
         let msg = unhex(row["client_hello_handshake_hex"].as_str().unwrap());
-        let stream = records(&msg, &[msg.len() / 3, 7]);
+        let stream = wrap_records(&msg, &[msg.len() / 3, 7]);
         for cut in 0..stream.len() {
             assert!(fingerprint::tls_client(&stream[..cut]).is_none());
             assert_eq!(
@@ -310,7 +294,7 @@ fn every_truncation_and_random_mutations_are_safe() {
     for row in v["vectors"].as_array().unwrap() {
         let msg = unhex(row["client_hello_handshake_hex"].as_str().unwrap());
         let want = row["expected_ja4_spec"].as_str().unwrap();
-        let stream = records(&msg, &[msg.len() / 2]);
+        let stream = wrap_records(&msg, &[msg.len() / 2]);
         // Every prefix: no fingerprint, or (only for the whole stream) the right one.
         for cut in 0..=stream.len() {
             match fingerprint::tls_client(&stream[..cut]) {

@@ -408,9 +408,10 @@ pub fn is_grease(v: u16) -> bool {
     (v & 0x0f0f) == 0x0a0a && (v >> 8) == (v & 0xff)
 }
 
-/// Wraps a handshake message into TLS records of at most `chunk` payload bytes (test helper).
-#[cfg(test)]
-pub(crate) fn wrap_records(msg: &[u8], chunks: &[usize]) -> Vec<u8> {
+/// Encodes a handshake message as TLS handshake records, cutting it after each size in
+/// `chunks` (the rest goes in one record). Used by tests, benches and corpus seeding to build
+/// ClientHellos split across records.
+pub fn wrap_records(msg: &[u8], chunks: &[usize]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut rest = msg;
     let mut i = 0;
