@@ -22,16 +22,16 @@ const PROTO_UDP: u8 = 17;
 const PROTO_ICMP6: u8 = 58;
 const PROTO_SCTP: u8 = 132;
 
-/// A Community ID v1 in its default form: `"1:"` + 28 base64 characters.
+/// A fixed-length ASCII identifier held on the stack.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CommunityId {
-    buf: [u8; 30],
+pub struct AsciiId<const N: usize> {
+    buf: [u8; N],
 }
 
-impl CommunityId {
+impl<const N: usize> AsciiId<N> {
     /// The ID as text, e.g. `1:wCb3OG7yAFWelaUydu0D+125CLM=`.
     pub fn as_str(&self) -> &str {
-        // The buffer only ever holds "1:" and base64 alphabet bytes (ASCII).
+        // The buffer only ever holds "1:" and base64 or hex alphabet bytes (ASCII).
         std::str::from_utf8(&self.buf).unwrap_or("") // ok: always ASCII
     }
 
@@ -41,41 +41,23 @@ impl CommunityId {
     }
 }
 
-impl std::fmt::Display for CommunityId {
+impl<const N: usize> std::fmt::Display for AsciiId<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl std::fmt::Debug for CommunityId {
+impl<const N: usize> std::fmt::Debug for AsciiId<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "CommunityId({})", self.as_str())
     }
 }
 
+/// A Community ID v1 in its default form: `"1:"` + 28 base64 characters.
+pub type CommunityId = AsciiId<30>;
+
 /// A Community ID v1 in the troubleshooting hex form: `"1:"` + 40 lowercase hex characters.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CommunityIdHex {
-    buf: [u8; 42],
-}
-
-impl CommunityIdHex {
-    /// The ID as text, e.g. `1:c026f7386ef200559e95a53276ed03fb5db908b3`.
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buf).unwrap_or("") // ok: always ASCII
-    }
-
-    /// The ID as bytes (ASCII).
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl std::fmt::Debug for CommunityIdHex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CommunityIdHex({})", self.as_str())
-    }
-}
+pub type CommunityIdHex = AsciiId<42>;
 
 /// Community ID v1, base64 form (the default).
 pub fn community_id_v1(
@@ -91,7 +73,7 @@ pub fn community_id_v1(
     buf[0] = b'1';
     buf[1] = b':';
     base64_20(&digest, &mut buf[2..]);
-    CommunityId { buf }
+    AsciiId { buf }
 }
 
 /// Community ID v1, hex form (the spec's "base64 disabled" option).
@@ -112,7 +94,7 @@ pub fn community_id_v1_hex(
         pair[0] = HEX[usize::from(b >> 4)];
         pair[1] = HEX[usize::from(b & 0xf)];
     }
-    CommunityIdHex { buf }
+    AsciiId { buf }
 }
 
 /// Address bytes in network order, on the stack.
