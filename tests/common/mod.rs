@@ -68,29 +68,8 @@ impl Netns {
         run_ok(Command::new("ip").args(["netns", "add", &name]));
         let ns = Netns { name };
         ns.run(&["ip", "link", "set", "lo", "up"]);
-        for tool in ["iptables", "ip6tables"] {
-            let dst = if tool == "iptables" {
-                "127.0.0.0/8"
-            } else {
-                "::1"
-            };
-            for keep in keep_ports {
-                ns.run(&[
-                    tool,
-                    "-t",
-                    "nat",
-                    "-A",
-                    "OUTPUT",
-                    "-p",
-                    "tcp",
-                    "-d",
-                    dst,
-                    "--dport",
-                    &keep.to_string(),
-                    "-j",
-                    "RETURN",
-                ]);
-            }
+        for (tool, dst) in [("iptables", "127.0.0.0/8"), ("ip6tables", "::1")] {
+            let port = port.to_string();
             ns.run(&[
                 tool,
                 "-t",
@@ -103,12 +82,15 @@ impl Netns {
                 dst,
                 "!",
                 "--dport",
-                &port.to_string(),
+                &port,
                 "-j",
                 "REDIRECT",
                 "--to-ports",
-                &port.to_string(),
+                &port,
             ]);
+        }
+        for keep in keep_ports {
+            ns.keep_port(*keep);
         }
         ns
     }
