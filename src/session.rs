@@ -114,11 +114,12 @@ impl Session {
         }
     }
 
-    /// Writes the answer to a complete turn into `out` and says whether to go on.
+    /// Writes the answer to a complete turn into `out` and says whether to go on. `http` is
+    /// the turn's parsed request head (from the turn's analysis) when it is an HTTP turn.
     pub fn reply(
         &mut self,
         kind: TurnKind,
-        turn: &[u8],
+        http: Option<&http::RequestHead<'_>>,
         client_ip: IpAddr,
         ssh_banner: &str,
         out: &mut Vec<u8>,
@@ -126,10 +127,8 @@ impl Session {
         self.turns += 1;
         match kind {
             TurnKind::Http => {
-                let (keep_alive, is_head) = match http::parse_request_head(turn) {
-                    Head::Complete(h) => (h.keep_alive(), h.method == b"HEAD"),
-                    _ => (false, false),
-                };
+                let (keep_alive, is_head) =
+                    http.map_or((false, false), |h| (h.keep_alive(), h.method == b"HEAD"));
                 write_http_ok(out, client_ip, keep_alive, is_head);
                 if keep_alive {
                     After::KeepOpen
@@ -250,6 +249,13 @@ mod tests {
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7));
 
+    fn head(req: &[u8]) -> Option<http::RequestHead<'_>> {
+        match http::parse_request_head(req) {
+            Head::Complete(h) => Some(h),
+            _ => None,
+        }
+    }
+
     fn frame(s: &Session, b: &[u8]) -> Framing {
         s.frame(b, 65536)
     }
@@ -351,7 +357,7 @@ mod tests {
         );
         let mut out = Vec::new();
         assert_eq!(
-            s.reply(TurnKind::SshBanner, banner, IP, "SSH-2.0-Test", &mut out),
+            s.reply(TurnKind::SshBanner, None, IP, "SSH-2.0-Test", &mut out),
             After::KeepOpen
         );
         assert_eq!(out, b"SSH-2.0-Test\r\n");
@@ -397,7 +403,7 @@ mod tests {
         let mut out = Vec::new();
         let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_eq!(
-            s.reply(TurnKind::Http, req, IP, "", &mut out),
+            s.reply(TurnKind::Http, head(req).as_ref(), IP, "", &mut out),
             After::KeepOpen
         );
         let text = String::from_utf8(out).unwrap();
@@ -406,7 +412,10 @@ mod tests {
         assert!(text.contains("Content-Length: 9\r\n"));
         let mut out = Vec::new();
         let req = b"HEAD / HTTP/1.0\r\n\r\n";
-        assert_eq!(s.reply(TurnKind::Http, req, IP, "", &mut out), After::Close);
+        assert_eq!(
+            s.reply(TurnKind::Http, head(req).as_ref(), IP, "", &mut out),
+            After::Close
+        );
         assert!(out.ends_with(b"\r\n\r\n"));
     }
 

@@ -13,7 +13,7 @@
 
 use super::registry::ConnId;
 use super::worker::Worker;
-use crate::analysis::analyze;
+use crate::analysis::{Analysis, analyze};
 use crate::fingerprint::community_id::community_id_v1;
 use crate::record::{CloseReason, ConnMeta, TurnMeta, write_record};
 use crate::session::{After, Framing, Session, TurnKind};
@@ -248,6 +248,17 @@ struct Conn<'a> {
 
 /// A TLS connection's state: the rustls session, the ClientHello (kept for the fingerprints
 /// of every record), and what the handshake settled.
+/// A turn's analysis; on a TLS connection (decrypted application data) the connection's
+/// ClientHello fingerprints and handshake facts go on every record too.
+fn analyze_turn<'a>(turn: &'a [u8], kind: TurnKind, tls: Option<&'a TlsConn>) -> Analysis<'a> {
+    let mut analysis = analyze(turn, kind);
+    if let Some(tls) = tls {
+        analysis.tls = crate::fingerprint::tls_client(&tls.hello);
+        analysis.tls_session = tls.info.as_ref();
+    }
+    analysis
+}
+
 struct TlsConn {
     session: TlsSession,
     hello: Vec<u8>,
@@ -498,9 +509,11 @@ impl Conn<'_> {
             self.consumed += turn.len();
             used += turn.len();
             let capped = self.consumed >= self.cap;
+            // Parsed once: the analysis feeds both the reply and the record.
+            let analysis = analyze_turn(turn, kind, self.tls.as_deref());
             let mut after = self.session.reply(
                 kind,
-                turn,
+                analysis.http.as_ref().map(|r| &r.head),
                 self.meta.source.ip(),
                 &self.worker.shared.cfg.ssh_banner,
                 &mut self.reply,
@@ -513,7 +526,7 @@ impl Conn<'_> {
                 After::Close => Some(CloseReason::Protocol),
                 After::KeepOpen => None,
             };
-            self.record(turn, kind, capped && kind != TurnKind::Other, close);
+            self.push_record(&analysis, capped && kind != TurnKind::Other, close);
             if after == After::Close {
                 return (used, After::Close);
             }
@@ -522,13 +535,7 @@ impl Conn<'_> {
     }
 
     fn record(&self, turn: &[u8], kind: TurnKind, truncated: bool, close: Option<CloseReason>) {
-        let mut analysis = analyze(turn, kind);
-        if let Some(tls) = &self.tls {
-            // Decrypted application data: the connection's ClientHello fingerprints and
-            // handshake facts go on every record.
-            analysis.tls = crate::fingerprint::tls_client(&tls.hello);
-            analysis.tls_session = tls.info.as_ref();
-        }
+        let analysis = analyze_turn(turn, kind, self.tls.as_deref());
         self.push_record(&analysis, truncated, close);
     }
 
