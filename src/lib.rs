@@ -17,6 +17,7 @@ pub mod limits;
 pub mod loom;
 pub mod output;
 pub mod proto;
+pub mod protocols;
 pub mod record;
 pub mod redirect;
 pub mod server;

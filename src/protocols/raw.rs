@@ -1,0 +1,53 @@
+//! Bytes no responder claims: one turn per client pause, answered with the client's IP (what
+//! Spip answers to anything it does not know).
+
+use super::{After, Context, Framing, Responder, TurnFields};
+use crate::record::format_ip;
+
+pub struct Raw;
+
+pub struct RawTurn;
+
+impl Responder for Raw {
+    const NAME: &'static str = "raw";
+    type Turn<'a> = RawTurn;
+
+    fn new(_ctx: &Context<'_>) -> Self {
+        Raw
+    }
+
+    fn frame(&mut self, _pending: &[u8], _new_from: usize) -> Framing {
+        Framing::AtPause
+    }
+
+    fn parse<'a>(&self, _turn: &'a [u8]) -> RawTurn {
+        RawTurn
+    }
+
+    fn reply(&mut self, _turn: &RawTurn, ctx: &Context<'_>, out: &mut Vec<u8>) -> After {
+        let mut ip = [0u8; 46];
+        let n = format_ip(&mut ip, ctx.client.ip());
+        out.extend_from_slice(&ip[..n]);
+        After::KeepOpen
+    }
+}
+
+impl TurnFields for RawTurn {
+    fn protocol(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocols::testing::converse;
+
+    #[test]
+    fn one_turn_per_pause_answered_with_the_ip() {
+        let t = converse::<Raw>(false, &[b"a", b"b", b"c"]);
+        assert_eq!(t.turns.len(), 1);
+        assert_eq!(t.turns[0].bytes, b"abc");
+        assert_eq!(t.turns[0].reply, b"192.0.2.7");
+    }
+}
