@@ -160,6 +160,15 @@ pub trait Visitor {
     fn visit<R: Responder>(self, responder: &mut R) -> Self::Out;
 }
 
+/// What detection over all client-first responders found.
+pub enum Detected {
+    Found(Active),
+    /// Some responder needs more bytes to tell, and none matched yet.
+    Undecided,
+    /// No client-first responder claims these bytes.
+    Nothing,
+}
+
 /// Declares every responder, in detection order: the first whose `detect` says `Match` wins.
 macro_rules! registry {
     ($($variant:ident => $module:ident :: $ty:ident),* $(,)?) => {
@@ -182,18 +191,17 @@ macro_rules! registry {
                 None
             }
 
-            /// The first responder whose `detect` matches `first`; `Err(())` while some
-            /// responder still needs more bytes to tell and none matched yet.
-            pub fn detect(first: &[u8], ctx: &Context<'_>) -> Result<Option<Active>, ()> {
+            /// The first responder whose `detect` matches `first`.
+            pub fn detect(first: &[u8], ctx: &Context<'_>) -> Detected {
                 let mut undecided = false;
                 $(match <$module::$ty as Responder>::detect(first) {
                     Detection::Match => {
-                        return Ok(Some(Active::$variant(<$module::$ty as Responder>::new(ctx))))
+                        return Detected::Found(Active::$variant(<$module::$ty as Responder>::new(ctx)))
                     }
                     Detection::NeedMore => undecided = true,
                     Detection::NoMatch => {}
                 })*
-                if undecided { Err(()) } else { Ok(None) }
+                if undecided { Detected::Undecided } else { Detected::Nothing }
             }
 
             /// The default port table: `(port, responder name)`.
