@@ -20,7 +20,7 @@ impl Responder for Raw {
         Framing::AtPause
     }
 
-    fn parse<'a>(&self, _turn: &'a [u8]) -> RawTurn {
+    fn parse(&self, _turn: &[u8]) -> RawTurn {
         RawTurn
     }
 
