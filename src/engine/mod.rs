@@ -871,7 +871,7 @@ impl Core {
                 // Cut short if the responder was still waiting for more of it.
                 let framing = responder.visit(FrameTurn {
                     pending,
-                    new_from: 0,
+                    new_from: self.scanned.min(pending.len()),
                 });
                 let truncated = framing == Framing::NeedMore
                     || (reason == CloseReason::PayloadCap && framing != Framing::AtPause);
@@ -1076,3 +1076,6 @@ impl<O: RecordOut> Visitor for WriteRest<'_, O> {
         );
     }
 }
+
+#[cfg(test)]
+mod tests;
