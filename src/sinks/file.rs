@@ -348,10 +348,15 @@ impl Sink for FileSink {
     }
 
     fn batching(&self) -> Batching {
-        // Write as soon as anything is there; large writes when the disk is behind.
+        // Write as soon as anything is there; large writes when the disk is behind, but never
+        // more than a rotated file may hold (a batch is never split across files).
+        let cap = match self.opts.max_bytes {
+            0 => 1 << 20,
+            n => n.min(1 << 20) as usize,
+        };
         Batching {
             max_records: 1 << 16,
-            max_bytes: 1 << 20,
+            max_bytes: cap,
             flush_interval: Duration::ZERO,
         }
     }
