@@ -81,8 +81,17 @@ impl FileOptions {
     }
 }
 
-/// Whether `pattern` is a valid strftime-style pattern with at least one conversion.
+/// Whether `pattern` is a valid strftime-style pattern with at least one conversion, all of
+/// them in the file name (the folder must be fixed for retention to find the earlier files).
 pub fn check_pattern(pattern: &str) -> Result<(), String> {
+    if Path::new(pattern)
+        .parent()
+        .is_some_and(|d| d.to_string_lossy().contains('%'))
+    {
+        return Err(format!(
+            "{pattern:?}: % conversions are allowed in the file name only, not in its folder"
+        ));
+    }
     let mut conversions = 0;
     for item in StrftimeItems::new(pattern) {
         match item {
@@ -231,24 +240,29 @@ impl FileSink {
     }
 
     /// Count, age and total-size retention over earlier files of the time pattern: files in the
-    /// same folder whose names start with the pattern's text before its first `%`.
+    /// same folder whose whole path matches the pattern.
     fn retain_timed(&self, pattern: &Path, live: PathBuf) {
         let dir = match pattern.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = pattern
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let prefix = name.split('%').next().unwrap_or("").to_string();
+        let pattern = pattern.to_string_lossy();
+        let matches = |p: &Path| {
+            let mut parsed = chrono::format::Parsed::new();
+            chrono::format::parse(
+                &mut parsed,
+                &p.to_string_lossy(),
+                StrftimeItems::new(&pattern),
+            )
+            .is_ok()
+        };
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;
         };
         let mut files: Vec<(SystemTime, PathBuf)> = entries
             .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
             .map(|e| e.path())
+            .filter(|p| matches(p))
             .filter(|p| *p != live)
             .filter_map(|p| {
                 let m = std::fs::metadata(&p).ok()?;
@@ -389,7 +403,8 @@ impl Sink for FileSink {
 
     fn close(&mut self) {
         if let Out::File { file, .. } = &mut self.out {
-            let _ = file.flush();
+            // The last records should survive a power cut right after the stop.
+            let _ = file.sync_data();
         }
     }
 }
@@ -623,6 +638,8 @@ mod tests {
             ..FileOptions::file(&pattern)
         };
         let (mut sink, _) = open(opts);
+        // Not one of ours, though it shares the text before the first `%`.
+        std::fs::write(d.0.join("spip-notes.txt"), "keep me").unwrap();
         for i in 0..4 {
             deliver(&mut sink, &recs(i..i + 1));
             std::thread::sleep(Duration::from_millis(1050));
@@ -633,6 +650,7 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
+        assert_eq!(names.pop().as_deref(), Some("spip-notes.txt"));
         // The live file and two earlier ones; each named by its interval's start.
         assert_eq!(names.len(), 3, "{names:?}");
         assert!(
@@ -648,6 +666,7 @@ mod tests {
         assert!(check_pattern("/var/log/spip/%Y%m%d.jsonl").is_ok());
         assert!(check_pattern("/var/log/spip/plain.jsonl").is_err());
         assert!(check_pattern("/var/log/spip/%Q.jsonl").is_err());
+        assert!(check_pattern("/var/log/%Y/spip.jsonl").is_err());
     }
 
     #[test]
