@@ -292,6 +292,7 @@ fn signals_during_the_drain_do_not_kill_and_final_stats_count_everything() {
         "killed by a signal? {status:?}\n{stderr}"
     );
     assert!(stderr.contains("\"type\":\"final_stats\""), "{stderr}");
+    assert_eq!(stderr.matches("already stopping").count(), 1, "{stderr}");
     assert_eq!(stat(&stderr, "recorded"), 20);
     assert_eq!(
         stat(&stderr, "loom_records") + stat(&stderr, "loom_dropped"),

@@ -184,10 +184,26 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
         .into_iter()
         .map(|w| w.join().is_err())
         .fold(false, |a, b| a | b);
-    // Every worker flushed its batch when it ended; now the sinks drain (bounded). Signals
-    // that come meanwhile stay pending: blocked, they cannot end the process.
+    // Every worker flushed its batch when it ended; now the sinks drain (bounded). Signals stay
+    // blocked, so none can end the process: SIGHUP still reopens the log, the rest are noted.
     drop(shared);
-    output.shutdown(Instant::now() + crate::config::SINK_DRAIN);
+    let until = Instant::now() + crate::config::SINK_DRAIN;
+    output.begin_shutdown(until);
+    let mut said_stopping = false;
+    while !output.drained() && Instant::now() < until {
+        match wait_signal(&sigset, std::time::Duration::from_millis(50)) {
+            Some(libc::SIGHUP) => output.request_reopen(),
+            Some(_) if !said_stopping => {
+                said_stopping = true;
+                eprintln!(
+                    "spip: already stopping; the outputs drain for at most {:?}",
+                    crate::config::SINK_DRAIN
+                );
+            }
+            _ => {}
+        }
+    }
+    output.finish_shutdown(until);
     stats(true);
     if failed { 1 } else { 0 }
 }

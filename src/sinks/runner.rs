@@ -235,6 +235,11 @@ impl SinkRunner {
         self.shared.wake.notify_one();
     }
 
+    /// Whether the runner has drained and stopped.
+    pub fn is_done(&self) -> bool {
+        self.shared.lock().done
+    }
+
     /// Waits for the drain started by [`SinkRunner::begin_shutdown`] until `until`; a sink
     /// still busy then is abandoned and what it held is counted as dropped.
     pub fn finish_shutdown(&self, until: Instant) {
