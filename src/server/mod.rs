@@ -32,8 +32,8 @@ pub struct Shared {
     pub output: Output,
     pub shutdown: AtomicBool,
     pub driver: DriverChoice,
-    /// TLS mode: the rustls server configurations (cert_path + key_path set).
-    pub tls: Option<crate::tls::TlsConfigs>,
+    /// The connection engine's settings (TLS configurations included).
+    pub engine: crate::engine::EngineConfig,
     /// Prometheus metrics (`metrics_listen` set): the engine counts closed connections here.
     pub metrics: Option<Arc<Metrics>>,
 }
@@ -49,7 +49,7 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     let tls = match cfg
         .tls
         .as_ref()
-        .map(crate::tls::TlsConfigs::load)
+        .map(crate::engine::tls::TlsConfigs::load)
         .transpose()
     {
         Ok(t) => t,
@@ -104,13 +104,14 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
         }
     };
     let stats_interval = cfg.stats_interval;
+    let engine = crate::engine::EngineConfig::new(&cfg, tls);
     let shared = Arc::new(Shared {
+        engine,
         cfg,
         counters: counters.clone(),
         output: output.clone(),
         shutdown: AtomicBool::new(false),
         driver,
-        tls,
         metrics,
     });
     let stats = |last: bool| print_stats(&counters, &sink_counters, last);
