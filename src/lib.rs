@@ -23,5 +23,6 @@ pub mod redirect;
 pub mod server;
 pub mod session;
 pub mod setup;
+pub mod sinks;
 pub mod stats;
 pub mod tls;
