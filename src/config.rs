@@ -50,8 +50,14 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// Rotate `log_file` before it would exceed this many bytes (0 = never by size).
     pub log_max_bytes: u64,
-    /// Rotated files kept (`log_file.1` … `log_file.N`).
+    /// Rotated files kept (`log_file.1` … `log_file.N`, or earlier files of the time pattern).
     pub log_max_files: usize,
+    /// Rotated files older than this are deleted (None = no age limit).
+    pub log_max_age: Option<Duration>,
+    /// Rotated files are deleted, oldest first, while they add up to more (0 = no limit).
+    pub log_max_total_bytes: u64,
+    /// Time-based rotation: a new file every interval, `log_file` being a strftime pattern.
+    pub log_rotate_interval: Option<Duration>,
     /// "redirect" (NAT REDIRECT; original port from conntrack) or "tproxy" (IP_TRANSPARENT
     /// listener; original destination = local address).
     pub mode: Mode,
@@ -77,8 +83,11 @@ pub struct Config {
     pub ssh_banner: String,
     /// Record connections that send nothing (scan telemetry).
     pub log_empty_connections: bool,
-    /// Records waiting for the writer; beyond it records are dropped and counted.
-    pub output_queue_records: usize,
+    /// Bytes each sink may hold (queued, in flight, awaiting a retry); over it the oldest
+    /// records are dropped and counted.
+    pub sink_queue_bytes: usize,
+    /// `/metrics` listener (None = off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub stats_interval: Duration,
     /// On SIGTERM, how long live connections may go on.
     pub shutdown_grace: Duration,
@@ -109,6 +118,13 @@ impl Mode {
 pub const DEFAULT_LOG_MAX_BYTES: u64 = 100 << 20;
 /// Default `log_max_files`.
 pub const DEFAULT_LOG_MAX_FILES: usize = 10;
+/// Default `sink_queue_bytes`: 64 MiB.
+pub const DEFAULT_SINK_QUEUE_BYTES: usize = 64 << 20;
+/// Largest `shutdown_grace_seconds`: with the sinks' drain ([`SINK_DRAIN`]) the stop takes at
+/// most 25 s, inside the packaged unit's `TimeoutStopSec=30s`.
+pub const MAX_SHUTDOWN_GRACE_SECONDS: i64 = 20;
+/// How long the sinks may drain after the connections ended.
+pub const SINK_DRAIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -230,6 +246,9 @@ struct RawConfig {
     log_file: Option<String>,
     log_max_bytes: Option<i64>,
     log_max_files: Option<i64>,
+    log_max_age: Option<String>,
+    log_max_total_bytes: Option<i64>,
+    log_rotate_interval: Option<String>,
     mode: Option<String>,
     read_timeout_seconds: Option<i64>,
     write_timeout_seconds: Option<i64>,
@@ -245,7 +264,10 @@ struct RawConfig {
     handshake_timeout_seconds: Option<i64>,
     ssh_banner: Option<String>,
     log_empty_connections: Option<bool>,
+    /// Replaced by `sink_queue_bytes`; still accepted (and range-checked) so old files load.
     output_queue_records: Option<i64>,
+    sink_queue_bytes: Option<i64>,
+    metrics_listen: Option<String>,
     stats_interval_seconds: Option<i64>,
     shutdown_grace_seconds: Option<i64>,
     io_driver: Option<String>,
@@ -367,6 +389,30 @@ impl Config {
             (None, Some(_)) => return Err(err("cert_path", "is required when key_path is set")),
         };
         let log_file = nonempty(raw.log_file).map(|f| resolve(&f));
+        let log_rotate_interval = match raw.log_rotate_interval.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(parse_duration(s).map_err(|p| err("log_rotate_interval", p))?),
+        };
+        if let Some(interval) = log_rotate_interval {
+            let Some(pattern) = &log_file else {
+                return Err(err(
+                    "log_rotate_interval",
+                    "needs log_file (a strftime-style pattern such as \"spip-%Y%m%d-%H.jsonl\")",
+                ));
+            };
+            crate::sinks::file::check_pattern(&pattern.to_string_lossy())
+                .map_err(|p| err("log_file", p))?;
+            if interval < Duration::from_secs(1) {
+                return Err(err("log_rotate_interval", "must be at least 1s"));
+            }
+        }
+        number(
+            "output_queue_records",
+            raw.output_queue_records,
+            65_536,
+            16,
+            16 << 20,
+        )?;
         let day = 86_400;
         let cfg = Config {
             name,
@@ -392,6 +438,21 @@ impl Config {
                 1,
                 1000,
             )? as usize,
+            log_max_age: match raw.log_max_age.as_deref() {
+                None | Some("") => None,
+                Some(s) => Some(parse_duration(s).map_err(|p| err("log_max_age", p))?),
+            },
+            log_max_total_bytes: match raw.log_max_total_bytes {
+                None | Some(0) => 0,
+                Some(n) if (4096..=1 << 50).contains(&n) => n as u64,
+                Some(n) => {
+                    return Err(err(
+                        "log_max_total_bytes",
+                        format!("{n} is out of range (0 = no limit, or 4096..=2^50)"),
+                    ));
+                }
+            },
+            log_rotate_interval,
             mode: match raw.mode.as_deref() {
                 None | Some("") | Some("redirect") => Mode::Redirect,
                 Some("tproxy") => Mode::Tproxy,
@@ -483,13 +544,22 @@ impl Config {
                 }
             },
             log_empty_connections: raw.log_empty_connections.unwrap_or(true),
-            output_queue_records: number(
-                "output_queue_records",
-                raw.output_queue_records,
-                65_536,
-                16,
-                16 << 20,
+            sink_queue_bytes: number(
+                "sink_queue_bytes",
+                raw.sink_queue_bytes,
+                DEFAULT_SINK_QUEUE_BYTES as i64,
+                1 << 16,
+                1 << 34,
             )? as usize,
+            metrics_listen: match raw.metrics_listen.as_deref() {
+                None | Some("") => None,
+                Some(a) => Some(a.parse().map_err(|_| {
+                    err(
+                        "metrics_listen",
+                        format!("{a:?} is not an address:port such as \"127.0.0.1:9464\""),
+                    )
+                })?),
+            },
             stats_interval: seconds(
                 "stats_interval_seconds",
                 raw.stats_interval_seconds,
@@ -500,7 +570,7 @@ impl Config {
                 "shutdown_grace_seconds",
                 raw.shutdown_grace_seconds,
                 5,
-                3600,
+                MAX_SHUTDOWN_GRACE_SECONDS,
             )?,
             io_driver: match raw.io_driver.as_deref() {
                 None | Some("") | Some("auto") => "auto".to_string(),
@@ -556,6 +626,11 @@ impl Config {
         line("log_file", q(log.as_deref().unwrap_or("")));
         line("log_max_bytes", self.log_max_bytes.to_string());
         line("log_max_files", self.log_max_files.to_string());
+        let age = self.log_max_age.map(|d| format!("{d:?}"));
+        line("log_max_age", q(age.as_deref().unwrap_or("")));
+        line("log_max_total_bytes", self.log_max_total_bytes.to_string());
+        let every = self.log_rotate_interval.map(|d| format!("{d:?}"));
+        line("log_rotate_interval", q(every.as_deref().unwrap_or("")));
         line("mode", q(self.mode.as_str()));
         line(
             "read_timeout_seconds",
@@ -592,10 +667,9 @@ impl Config {
             "log_empty_connections",
             self.log_empty_connections.to_string(),
         );
-        line(
-            "output_queue_records",
-            self.output_queue_records.to_string(),
-        );
+        line("sink_queue_bytes", self.sink_queue_bytes.to_string());
+        let metrics = self.metrics_listen.map(|a| a.to_string());
+        line("metrics_listen", q(metrics.as_deref().unwrap_or("")));
         line(
             "stats_interval_seconds",
             self.stats_interval.as_secs().to_string(),
@@ -865,7 +939,7 @@ fn validate_loom(raw: RawLoom) -> Result<LoomConfig, ConfigError> {
     Ok(cfg)
 }
 
-/// Parses "500ms", "10s", "1m", "2h" (also "1m30s"); the result must be positive.
+/// Parses "500ms", "10s", "1m", "2h", "7d" (also "1m30s"); the result must be positive.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration (examples: \"500ms\", \"10s\", \"1m\")");
     let mut total = Duration::ZERO;
@@ -886,6 +960,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
             _ => return Err(bad()),
         };
         total = total.saturating_add(unit);

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use memchr::memmem;
 use serde::Deserialize;
 
-use super::{Batching, Delivery, Sink};
+use super::{Batching, Delivery, RetryPolicy, Sink, SinkCounters, SinkRunner};
 use crate::config::{ElasticAuth, ElasticConfig};
 use crate::json::JsonWriter;
 
@@ -41,8 +41,6 @@ const MAX_REASON: usize = 1024;
 /// Response bytes read for a `_bulk` answer: a base plus this much per record.
 const RESPONSE_BASE_BYTES: u64 = 64 << 10;
 const RESPONSE_BYTES_PER_RECORD: u64 = 2 << 10;
-/// Upper bound on a server's `Retry-After`.
-const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 
 /// Counters beyond the runner's (sent, retried, dropped): what only this sink knows.
 #[derive(Debug, Default)]
@@ -122,6 +120,35 @@ impl Default for ElasticTimeouts {
             request: Duration::from_secs(30),
         }
     }
+}
+
+/// Starts the sink on its own runner (the capture path feeds it with every other sink).
+pub fn start(
+    cfg: &ElasticConfig,
+    counters: Arc<SinkCounters>,
+    retry: RetryPolicy,
+) -> io::Result<SinkRunner> {
+    let sink = Elastic::new(cfg, Arc::new(ElasticCounters::default())).map_err(io::Error::other)?;
+    if let Some(w) = cleartext_warning(cfg) {
+        eprintln!("{w}");
+    }
+    eprintln!(
+        "spip: shipping records to Elasticsearch at {} (data stream {}, batch {}, every {:?})",
+        cfg.url, cfg.data_stream, cfg.batch_size, cfg.flush_interval
+    );
+    SinkRunner::start(Box::new(sink), cfg.max_pending_bytes, retry, counters)
+}
+
+/// A warning when credentials would travel in clear.
+pub fn cleartext_warning(cfg: &ElasticConfig) -> Option<String> {
+    let clear = cfg.url.to_ascii_lowercase().starts_with("http://");
+    (clear && cfg.auth != ElasticAuth::None).then(|| {
+        format!(
+            "spip: elasticsearch: warning: {} is plain http: the credentials and the records \
+             travel in clear; use https://",
+            cfg.url
+        )
+    })
 }
 
 impl Elastic {
@@ -208,11 +235,7 @@ impl Sink for Elastic {
     }
 
     fn batching(&self) -> Batching {
-        Batching {
-            max_records: self.batching.max_records,
-            max_bytes: self.batching.max_bytes,
-            flush_interval: self.batching.flush_interval,
-        }
+        self.batching
     }
 
     fn deliver(&mut self, records: &[&[u8]]) -> Delivery {
@@ -255,6 +278,23 @@ impl Sink for Elastic {
                     error,
                 }
             }
+        }
+    }
+
+    /// Says what only this sink counted (the runner's stats line has the rest).
+    fn close(&mut self) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let c = &self.counters;
+        let (there, dead, lost) = (
+            get(&c.already_there),
+            get(&c.dead_lettered),
+            get(&c.dead_letter_lost),
+        );
+        if there + dead + lost > 0 {
+            eprintln!(
+                "spip: elasticsearch: {there} records were already indexed (409), {dead} refused \
+                 records written to the dead-letter file, {lost} refused records not kept"
+            );
         }
     }
 }
@@ -601,12 +641,10 @@ fn describe_item(status: u16, result: &ItemResult) -> String {
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is not used by Elasticsearch), capped.
+/// `Retry-After` in seconds (the HTTP-date form is not used by Elasticsearch); the runner
+/// caps it.
 fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim()
-        .parse::<u64>()
-        .ok()
-        .map(|s| Duration::from_secs(s).min(RETRY_AFTER_MAX))
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// `": <start of the body>"` for messages, or nothing for an empty body.
@@ -946,10 +984,10 @@ mod tests {
                 error: "_bulk answered 429".into()
             }
         );
-        let Verdict::RetryAll { after, .. } = judge(503, Some("86400"), b"", 3) else {
+        let Verdict::RetryAll { after, .. } = judge(503, Some(" 60 "), b"", 3) else {
             panic!("not a retry");
         };
-        assert_eq!(after, Some(RETRY_AFTER_MAX));
+        assert_eq!(after, Some(Duration::from_secs(60)));
         let Verdict::RetryAll { after, error } = judge(502, Some("5"), b"bad gateway", 3) else {
             panic!("not a retry");
         };
