@@ -5,6 +5,7 @@
 //! call [`require_root`] and skip with a printed reason when not root.
 #![allow(dead_code)]
 
+pub mod bulk_server;
 pub mod http_server;
 
 use serde_json::Value;
