@@ -1059,6 +1059,36 @@ mod tests {
     }
 
     #[test]
+    fn ca_file_needs_a_pem_certificate() {
+        let path = temp_path("ca");
+        let (cert, key) = crate::tls::generate_self_signed("es.example").unwrap();
+        std::fs::write(&path, format!("{key}{cert}")).unwrap();
+        assert!(load_ca_file(&path).is_ok());
+        std::fs::write(&path, key).unwrap();
+        let e = load_ca_file(&path).err().unwrap().to_string();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        let e = load_ca_file(&path).err().unwrap().to_string();
+        assert!(e.contains("ca_file"), "{e}");
+    }
+
+    #[test]
+    fn cleartext_credentials_are_warned_about() {
+        let mut cfg = ElasticConfig {
+            url: "http://es:9200".into(),
+            ..ElasticConfig::default()
+        };
+        assert!(
+            cleartext_warning(&cfg).is_none(),
+            "no credentials, nothing to leak"
+        );
+        cfg.auth = ElasticAuth::ApiKey("k".into());
+        assert!(cleartext_warning(&cfg).is_some_and(|w| w.contains("in clear")));
+        cfg.url = "https://es:9200".into();
+        assert!(cleartext_warning(&cfg).is_none());
+    }
+
+    #[test]
     fn dead_letter_lines_hold_the_record_and_the_reason() {
         let path = temp_path("dlq");
         let _ = std::fs::remove_file(&path);
