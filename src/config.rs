@@ -1238,4 +1238,38 @@ mod tests {
         assert_eq!(c.log_max_bytes, 65536);
         assert_eq!(c.log_max_files, 10);
     }
+
+    #[test]
+    fn sink_layer_keys() {
+        let c = parse("name=\"a\"\nport=1").unwrap();
+        assert_eq!(c.sink_queue_bytes, DEFAULT_SINK_QUEUE_BYTES);
+        assert!(c.metrics_listen.is_none() && c.log_rotate_interval.is_none());
+        assert!(c.log_max_age.is_none() && c.log_max_total_bytes == 0);
+        let c = parse(
+            "name=\"a\"\nport=1\nlog_file=\"/l/s-%Y%m%d-%H.jsonl\"\nlog_rotate_interval=\"1h\"\n\
+             log_max_age=\"30d\"\nlog_max_total_bytes=1000000\nsink_queue_bytes=1048576\n\
+             metrics_listen=\"127.0.0.1:9464\"\noutput_queue_records=100",
+        )
+        .unwrap();
+        assert_eq!(c.log_rotate_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(c.log_max_age, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(c.log_max_total_bytes, 1_000_000);
+        assert_eq!(c.sink_queue_bytes, 1 << 20);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        for (text, key) in [
+            ("log_rotate_interval=\"1h\"", "log_rotate_interval"),
+            (
+                "log_file=\"/l/plain.jsonl\"\nlog_rotate_interval=\"1h\"",
+                "log_file",
+            ),
+            ("log_max_age=\"soon\"", "log_max_age"),
+            ("log_max_total_bytes=10", "log_max_total_bytes"),
+            ("sink_queue_bytes=10", "sink_queue_bytes"),
+            ("metrics_listen=\"localhost\"", "metrics_listen"),
+            ("shutdown_grace_seconds=21", "shutdown_grace_seconds"),
+        ] {
+            let e = parse(&format!("name=\"a\"\nport=1\n{text}")).unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+        }
+    }
 }

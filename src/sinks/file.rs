@@ -81,8 +81,17 @@ impl FileOptions {
     }
 }
 
-/// Whether `pattern` is a valid strftime-style pattern with at least one conversion.
+/// Whether `pattern` is a valid strftime-style pattern with at least one conversion, all of
+/// them in the file name (the folder must be fixed for retention to find the earlier files).
 pub fn check_pattern(pattern: &str) -> Result<(), String> {
+    if Path::new(pattern)
+        .parent()
+        .is_some_and(|d| d.to_string_lossy().contains('%'))
+    {
+        return Err(format!(
+            "{pattern:?}: % conversions are allowed in the file name only, not in its folder"
+        ));
+    }
     let mut conversions = 0;
     for item in StrftimeItems::new(pattern) {
         match item {
@@ -231,24 +240,29 @@ impl FileSink {
     }
 
     /// Count, age and total-size retention over earlier files of the time pattern: files in the
-    /// same folder whose names start with the pattern's text before its first `%`.
+    /// same folder whose whole path matches the pattern.
     fn retain_timed(&self, pattern: &Path, live: PathBuf) {
         let dir = match pattern.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = pattern
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let prefix = name.split('%').next().unwrap_or("").to_string();
+        let pattern = pattern.to_string_lossy();
+        let matches = |p: &Path| {
+            let mut parsed = chrono::format::Parsed::new();
+            chrono::format::parse(
+                &mut parsed,
+                &p.to_string_lossy(),
+                StrftimeItems::new(&pattern),
+            )
+            .is_ok()
+        };
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;
         };
         let mut files: Vec<(SystemTime, PathBuf)> = entries
             .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
             .map(|e| e.path())
+            .filter(|p| matches(p))
             .filter(|p| *p != live)
             .filter_map(|p| {
                 let m = std::fs::metadata(&p).ok()?;
@@ -348,10 +362,15 @@ impl Sink for FileSink {
     }
 
     fn batching(&self) -> Batching {
-        // Write as soon as anything is there; large writes when the disk is behind.
+        // Write as soon as anything is there; large writes when the disk is behind, but never
+        // more than a rotated file may hold (a batch is never split across files).
+        let cap = match self.opts.max_bytes {
+            0 => 1 << 20,
+            n => n.min(1 << 20) as usize,
+        };
         Batching {
             max_records: 1 << 16,
-            max_bytes: 1 << 20,
+            max_bytes: cap,
             flush_interval: Duration::ZERO,
         }
     }
@@ -384,7 +403,8 @@ impl Sink for FileSink {
 
     fn close(&mut self) {
         if let Out::File { file, .. } = &mut self.out {
-            let _ = file.flush();
+            // The last records should survive a power cut right after the stop.
+            let _ = file.sync_data();
         }
     }
 }
@@ -458,5 +478,217 @@ fn remove(path: &Path) {
         && e.kind() != io::ErrorKind::NotFound
     {
         eprintln!("spip: removing old log file {} failed: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn dir(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("spip-file-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    fn recs(range: std::ops::Range<u32>) -> Vec<Vec<u8>> {
+        range
+            .map(|i| {
+                format!("{{\"n\":{i:08},\"pad\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}}").into_bytes()
+            })
+            .collect()
+    }
+
+    fn deliver(sink: &mut FileSink, records: &[Vec<u8>]) -> Delivery {
+        let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        sink.deliver(&slices)
+    }
+
+    fn numbers(path: &Path) -> Vec<u32> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| l[5..13].parse().unwrap())
+            .collect()
+    }
+
+    fn open(opts: FileOptions) -> (FileSink, Arc<AtomicBool>) {
+        let reopen = Arc::new(AtomicBool::new(false));
+        (FileSink::open(opts, reopen.clone()).unwrap(), reopen)
+    }
+
+    #[test]
+    fn whole_lines_and_sighup_reopen() {
+        let d = dir("reopen");
+        let path = d.0.join("r.jsonl");
+        let (mut sink, reopen) = open(FileOptions::file(&path));
+        assert_eq!(deliver(&mut sink, &recs(0..100)), Delivery::Delivered);
+        let moved = d.0.join("r.jsonl.1");
+        std::fs::rename(&path, &moved).unwrap();
+        reopen.store(true, Ordering::Release);
+        assert_eq!(deliver(&mut sink, &recs(100..101)), Delivery::Delivered);
+        assert_eq!(numbers(&moved), (0..100).collect::<Vec<_>>());
+        assert_eq!(numbers(&path), vec![100]);
+    }
+
+    #[test]
+    fn a_deleted_live_file_is_replaced_and_history_stays() {
+        let d = dir("deleted");
+        let path = d.0.join("s.jsonl");
+        let opts = FileOptions {
+            max_bytes: 1000,
+            max_files: 3,
+            ..FileOptions::file(&path)
+        };
+        let (mut sink, _) = open(opts);
+        for i in 0..20 {
+            assert_eq!(
+                deliver(&mut sink, &recs(i * 3..i * 3 + 3)),
+                Delivery::Delivered
+            );
+        }
+        let history: Vec<Vec<u32>> = (1..=3).map(|i| numbers(&numbered(&path, i))).collect();
+        std::fs::remove_file(&path).unwrap();
+        for i in 20..23 {
+            assert_eq!(
+                deliver(&mut sink, &recs(i * 3..i * 3 + 3)),
+                Delivery::Delivered
+            );
+        }
+        // The later records are on disk in a fresh live file; no rotation ran, history intact.
+        assert_eq!(numbers(&path), (60..69).collect::<Vec<_>>());
+        let after: Vec<Vec<u32>> = (1..=3).map(|i| numbers(&numbered(&path, i))).collect();
+        assert_eq!(history, after);
+    }
+
+    #[test]
+    fn size_rotation_keeps_whole_lines_in_order_and_at_most_n_files() {
+        let d = dir("size");
+        let path = d.0.join("spip.jsonl");
+        let opts = FileOptions {
+            max_bytes: 1000,
+            max_files: 3,
+            ..FileOptions::file(&path)
+        };
+        let (mut sink, _) = open(opts);
+        for i in 0..200 {
+            assert_eq!(
+                deliver(&mut sink, &recs(i * 3..i * 3 + 3)),
+                Delivery::Delivered
+            );
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&d.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["spip.jsonl", "spip.jsonl.1", "spip.jsonl.2", "spip.jsonl.3"]
+        );
+        let mut all = Vec::new();
+        for name in ["spip.jsonl.3", "spip.jsonl.2", "spip.jsonl.1", "spip.jsonl"] {
+            let p = d.0.join(name);
+            assert!(std::fs::metadata(&p).unwrap().len() <= 1000);
+            all.extend(numbers(&p));
+        }
+        assert!(
+            all.windows(2).all(|w| w[1] == w[0] + 1),
+            "lost or out of order"
+        );
+        assert_eq!(all.last(), Some(&599));
+    }
+
+    #[test]
+    fn total_size_retention_deletes_the_oldest() {
+        let d = dir("total");
+        let path = d.0.join("t.jsonl");
+        let opts = FileOptions {
+            max_bytes: 1000,
+            max_files: 10,
+            max_total_bytes: 2000,
+            ..FileOptions::file(&path)
+        };
+        let (mut sink, _) = open(opts);
+        for i in 0..100 {
+            deliver(&mut sink, &recs(i * 3..i * 3 + 3));
+        }
+        let rotated: u64 = (1..=10)
+            .filter_map(|i| std::fs::metadata(numbered(&path, i)).ok())
+            .map(|m| m.len())
+            .sum();
+        assert!(rotated <= 2000, "{rotated}");
+        assert!(numbered(&path, 1).exists() && !numbered(&path, 4).exists());
+    }
+
+    #[test]
+    fn time_rotation_names_files_by_pattern_and_keeps_the_count() {
+        let d = dir("time");
+        let pattern = d.0.join("spip-%Y%m%d-%H%M%S.jsonl");
+        let opts = FileOptions {
+            max_files: 2,
+            rotate_interval: Some(Duration::from_secs(1)),
+            ..FileOptions::file(&pattern)
+        };
+        let (mut sink, _) = open(opts);
+        // Not one of ours, though it shares the text before the first `%`.
+        std::fs::write(d.0.join("spip-notes.txt"), "keep me").unwrap();
+        for i in 0..4 {
+            deliver(&mut sink, &recs(i..i + 1));
+            std::thread::sleep(Duration::from_millis(1050));
+        }
+        deliver(&mut sink, &recs(4..5));
+        let mut names: Vec<String> = std::fs::read_dir(&d.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names.pop().as_deref(), Some("spip-notes.txt"));
+        // The live file and two earlier ones; each named by its interval's start.
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with("spip-") && n.len() == "spip-20260101-000000.jsonl".len())
+        );
+        assert_eq!(numbers(&d.0.join(&names[2])), vec![4]);
+    }
+
+    #[test]
+    fn patterns_are_checked() {
+        assert!(check_pattern("/var/log/spip/%Y%m%d.jsonl").is_ok());
+        assert!(check_pattern("/var/log/spip/plain.jsonl").is_err());
+        assert!(check_pattern("/var/log/spip/%Q.jsonl").is_err());
+        assert!(check_pattern("/var/log/%Y/spip.jsonl").is_err());
+    }
+
+    #[test]
+    fn a_short_write_is_cut_back_to_the_last_whole_line() {
+        let d = dir("torn");
+        let path = d.0.join("f.jsonl");
+        std::fs::write(&path, "old\n").unwrap();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        let buf = b"a\nbb\nccc\n";
+        // As if the disk filled after 7 of 9 bytes: "a\nbb\ncc" reached the file.
+        file.write_all(&buf[..7]).unwrap();
+        let mut size = 4;
+        let (kept, err) = cut_back(
+            &mut file,
+            &mut size,
+            buf,
+            7,
+            io::ErrorKind::StorageFull.into(),
+        );
+        assert_eq!(kept, 5);
+        assert!(err.is_some());
+        assert_eq!(size, 9);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old\na\nbb\n");
     }
 }

@@ -1,5 +1,7 @@
-//! Prometheus metrics (opt-in `metrics_listen`): OpenMetrics text from the official client crate,
-//! served by a tiny HTTP listener on its own thread.
+//! Prometheus metrics (opt-in `metrics_listen`): the official client crate's encoders, served by
+//! a tiny HTTP listener on its own thread. A scraper that accepts OpenMetrics (Prometheus does)
+//! gets OpenMetrics text; any other client gets the Prometheus text format 0.0.4, which is also
+//! what `promtool check metrics` reads.
 //!
 //! Labels come only from small fixed sets (protocol, outcome, sink name): never a source IP or
 //! port, so an attacker cannot grow the series count. Process counters, sink counters and the
@@ -26,6 +28,9 @@ pub const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
 
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the Prometheus text format.
+pub const PROMETHEUS_CONTENT_TYPE: &str =
+    prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 type ConnectionLabels = [(&'static str, &'static str); 2];
 
@@ -79,6 +84,14 @@ impl Metrics {
         out
     }
 
+    /// The Prometheus text format (0.0.4) exposition.
+    pub fn encode_prometheus(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // As above: a String cannot fail to take text.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+
     /// Serves `GET /metrics` on `addr` from a thread of its own, one connection at a time.
     pub fn serve(self: Arc<Self>, addr: SocketAddr) -> io::Result<SocketAddr> {
         let listener = TcpListener::bind(addr)?;
@@ -116,8 +129,17 @@ impl Metrics {
         let line = head[..len].split(|&b| b == b'\n').next().unwrap_or(&[]);
         let mut parts = line.split(|&b| b == b' ');
         let (method, target) = (parts.next(), parts.next());
+        let openmetrics = head[..len]
+            .to_ascii_lowercase()
+            .windows(b"application/openmetrics-text".len())
+            .any(|w| w == b"application/openmetrics-text");
         let (status, ctype, body) = match (method, target) {
-            (Some(b"GET"), Some(b"/metrics")) => ("200 OK", CONTENT_TYPE, self.encode()),
+            (Some(b"GET"), Some(b"/metrics")) if openmetrics => {
+                ("200 OK", CONTENT_TYPE, self.encode())
+            }
+            (Some(b"GET"), Some(b"/metrics")) => {
+                ("200 OK", PROMETHEUS_CONTENT_TYPE, self.encode_prometheus())
+            }
             (Some(b"GET"), Some(_)) => ("404 Not Found", "text/plain", "not found\n".into()),
             _ => (
                 "405 Method Not Allowed",
@@ -260,9 +282,18 @@ mod tests {
             s.read_to_string(&mut out).unwrap();
             out
         };
-        let ok = get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.contains(CONTENT_TYPE) && ok.ends_with("# EOF\n"), "{ok}");
+        let om = get(
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text;version=1.0.0\r\n\r\n",
+        );
+        assert!(om.starts_with("HTTP/1.1 200 OK\r\n"), "{om}");
+        assert!(om.contains(CONTENT_TYPE) && om.ends_with("# EOF\n"), "{om}");
+        let text = get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains(PROMETHEUS_CONTENT_TYPE), "{text}");
+        assert!(
+            text.contains("# TYPE spip_accepted_total counter"),
+            "{text}"
+        );
         assert!(get("GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
         assert!(get("POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
     }

@@ -631,3 +631,287 @@ fn seed() -> u64 {
         .unwrap_or(0);
     (t ^ (std::process::id() as u64).rotate_left(32)) | 1
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A sink that records what it got and answers from a script (then `Delivered`).
+    struct Scripted {
+        got: Arc<Mutex<Vec<Vec<String>>>>,
+        script: Arc<Mutex<VecDeque<Delivery>>>,
+        batching: Batching,
+        stall: Option<Duration>,
+        closed: Arc<AtomicUsize>,
+    }
+
+    struct Probe {
+        got: Arc<Mutex<Vec<Vec<String>>>>,
+        script: Arc<Mutex<VecDeque<Delivery>>>,
+        closed: Arc<AtomicUsize>,
+    }
+
+    impl Probe {
+        fn batches(&self) -> Vec<Vec<String>> {
+            self.got.lock().unwrap().clone()
+        }
+        fn all(&self) -> Vec<String> {
+            self.batches().concat()
+        }
+    }
+
+    fn scripted(batching: Batching, stall: Option<Duration>) -> (Box<dyn Sink>, Probe) {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(VecDeque::new()));
+        let closed = Arc::new(AtomicUsize::new(0));
+        let sink = Scripted {
+            got: got.clone(),
+            script: script.clone(),
+            batching,
+            stall,
+            closed: closed.clone(),
+        };
+        (
+            Box::new(sink),
+            Probe {
+                got,
+                script,
+                closed,
+            },
+        )
+    }
+
+    impl Sink for Scripted {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn batching(&self) -> Batching {
+            self.batching
+        }
+        fn deliver(&mut self, records: &[&[u8]]) -> Delivery {
+            if let Some(d) = self.stall {
+                std::thread::sleep(d);
+            }
+            let answer = self
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Delivery::Delivered);
+            let texts = records
+                .iter()
+                .map(|r| String::from_utf8(r.to_vec()).unwrap())
+                .collect();
+            self.got.lock().unwrap().push(texts);
+            answer
+        }
+        fn close(&mut self) {
+            self.closed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn fast() -> RetryPolicy {
+        RetryPolicy {
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(80),
+            retry_after_max: Duration::from_secs(2),
+        }
+    }
+
+    fn lines(range: std::ops::Range<usize>) -> Arc<Lines> {
+        let mut bytes = Vec::new();
+        for i in range.clone() {
+            bytes.extend_from_slice(format!("r{i}\n").as_bytes());
+        }
+        Lines::new(bytes, range.len())
+    }
+
+    fn names(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| format!("r{i}")).collect()
+    }
+
+    fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        cond()
+    }
+
+    fn batching(max_records: usize, max_bytes: usize, flush_ms: u64) -> Batching {
+        Batching {
+            max_records,
+            max_bytes,
+            flush_interval: Duration::from_millis(flush_ms),
+        }
+    }
+
+    #[test]
+    fn chunks_are_cut_into_batches_by_count_and_bytes_in_order() {
+        let (sink, probe) = scripted(batching(4, 1 << 20, 3_600_000), None);
+        let counters = Arc::new(SinkCounters::default());
+        let r = SinkRunner::start(sink, 1 << 20, fast(), counters.clone()).unwrap();
+        r.offer(lines(0..3));
+        r.offer(lines(3..10));
+        assert!(wait_for(|| probe.batches().len() == 2));
+        assert_eq!(probe.batches(), vec![names(0..4), names(4..8)]);
+        // Two left, under max_records and an hour from due: only the drain sends them.
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(probe.batches().len(), 2);
+        r.shutdown(Duration::from_secs(2));
+        assert_eq!(probe.all(), names(0..10));
+        assert_eq!(counters.sent.load(Ordering::Relaxed), 10);
+        assert_eq!(counters.queue_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(probe.closed.load(Ordering::Relaxed), 1);
+
+        // Byte cap: "rNN" lines are 4 bytes with the newline; 10 bytes hold two.
+        let (sink, probe) = scripted(batching(100, 10, 0), None);
+        let r = SinkRunner::start(sink, 1 << 20, fast(), Arc::default()).unwrap();
+        r.offer(lines(10..15));
+        r.shutdown(Duration::from_secs(2));
+        let sizes: Vec<usize> = probe.batches().iter().map(Vec::len).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 5);
+        assert!(sizes.iter().all(|&n| n <= 2), "{sizes:?}");
+        assert_eq!(probe.all(), names(10..15));
+    }
+
+    #[test]
+    fn flush_interval_sends_a_partial_batch() {
+        let (sink, probe) = scripted(batching(1000, 1 << 20, 150), None);
+        let r = SinkRunner::start(sink, 1 << 20, fast(), Arc::default()).unwrap();
+        let t0 = Instant::now();
+        r.offer(lines(0..3));
+        assert!(wait_for(|| probe.batches().len() == 1));
+        assert!(t0.elapsed() >= Duration::from_millis(140));
+        r.shutdown(Duration::from_secs(1));
+        assert_eq!(probe.all(), names(0..3));
+    }
+
+    #[test]
+    fn retry_all_redelivers_the_same_records_after_retry_after() {
+        let (sink, probe) = scripted(batching(5, 1 << 20, 0), None);
+        probe.script.lock().unwrap().extend([
+            Delivery::RetryAll {
+                after: Some(Duration::from_millis(300)),
+                error: "busy".into(),
+            },
+            Delivery::RetryAll {
+                after: None,
+                error: "down".into(),
+            },
+        ]);
+        let counters = Arc::new(SinkCounters::default());
+        let r = SinkRunner::start(sink, 1 << 20, fast(), counters.clone()).unwrap();
+        let t0 = Instant::now();
+        r.offer(lines(0..5));
+        assert!(wait_for(|| counters.sent.load(Ordering::Relaxed) == 5));
+        assert!(
+            t0.elapsed() >= Duration::from_millis(300),
+            "Retry-After ignored"
+        );
+        assert_eq!(probe.batches(), vec![names(0..5); 3]);
+        r.shutdown(Duration::from_secs(1));
+        assert_eq!(counters.retries.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.errors.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(counters.batches.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn partial_retries_the_named_records_first_and_counts_the_rejected() {
+        let (sink, probe) = scripted(batching(4, 1 << 20, 0), None);
+        probe.script.lock().unwrap().push_back(Delivery::Partial {
+            retry: vec![1, 3],
+            rejected: 1,
+            error: "item errors".into(),
+        });
+        let counters = Arc::new(SinkCounters::default());
+        let r = SinkRunner::start(sink, 1 << 20, fast(), counters.clone()).unwrap();
+        r.offer(lines(0..6));
+        r.shutdown(Duration::from_secs(2));
+        let b = probe.batches();
+        assert_eq!(b[0], names(0..4));
+        // r1 and r3 come back before r4, r5: order is kept for what is retried.
+        assert_eq!(b[1..].concat(), ["r1", "r3", "r4", "r5"]);
+        assert_eq!(counters.sent.load(Ordering::Relaxed), 5);
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.queue_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn over_budget_the_oldest_queued_go_first_and_all_is_counted() {
+        let (sink, probe) = scripted(batching(10, 1 << 20, 0), None);
+        // The sink fails until the test stops scripting failures.
+        for _ in 0..1000 {
+            probe.script.lock().unwrap().push_back(Delivery::RetryAll {
+                after: None,
+                error: "down".into(),
+            });
+        }
+        let counters = Arc::new(SinkCounters::default());
+        let budget = 200;
+        let r = SinkRunner::start(sink, budget, fast(), counters.clone()).unwrap();
+        for i in 0..100 {
+            r.offer(lines(i * 10..i * 10 + 10)); // 40-50 bytes each
+            assert!(r.held_bytes() <= budget);
+        }
+        probe.script.lock().unwrap().clear();
+        r.shutdown(Duration::from_secs(2));
+        let got = probe.all();
+        let unique: std::collections::BTreeSet<&String> = got.iter().collect();
+        let sent = counters.sent.load(Ordering::Relaxed);
+        let dropped = counters.dropped.load(Ordering::Relaxed);
+        assert_eq!(sent + dropped, 1000, "sent {sent} dropped {dropped}");
+        assert!(dropped >= 900, "{dropped}");
+        assert!(unique.contains(&"r999".to_string()), "the newest survive");
+        assert_eq!(counters.queue_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_stalled_sink_never_slows_offers_and_shutdown_is_bounded() {
+        let (sink, _probe) = scripted(batching(10, 1 << 20, 0), Some(Duration::from_secs(3)));
+        let counters = Arc::new(SinkCounters::default());
+        let r = SinkRunner::start(sink, 1 << 20, fast(), counters.clone()).unwrap();
+        r.offer(lines(0..10));
+        std::thread::sleep(Duration::from_millis(50)); // now stuck in deliver
+        let t0 = Instant::now();
+        for i in 1..1000 {
+            r.offer(lines(i * 10..i * 10 + 10));
+        }
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t0.elapsed()
+        );
+        let t1 = Instant::now();
+        let until = Instant::now() + Duration::from_millis(300);
+        r.begin_shutdown(until);
+        r.finish_shutdown(until);
+        assert!(
+            t1.elapsed() < Duration::from_millis(800),
+            "{:?}",
+            t1.elapsed()
+        );
+        assert_eq!(counters.sent.load(Ordering::Relaxed), 0);
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 10_000);
+        // Offers after the shutdown are dropped and counted too.
+        r.offer(lines(0..3));
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 10_003);
+    }
+
+    #[test]
+    fn a_chunk_larger_than_the_budget_is_dropped_and_counted() {
+        let (sink, probe) = scripted(batching(10, 1 << 20, 0), None);
+        let counters = Arc::new(SinkCounters::default());
+        let r = SinkRunner::start(sink, 16, fast(), counters.clone()).unwrap();
+        r.offer(lines(100..110));
+        r.offer(lines(0..2));
+        r.shutdown(Duration::from_secs(1));
+        assert_eq!(probe.all(), names(0..2));
+        assert_eq!(counters.dropped.load(Ordering::Relaxed), 10);
+    }
+}
