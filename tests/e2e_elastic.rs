@@ -104,6 +104,13 @@ fn every_record_arrives_once_through_faults_and_rejects_are_dead_lettered() {
         sensor.stderr()
     );
 
+    // The 429 burst's `Retry-After: 1` was honoured.
+    let at: Vec<Instant> = server.requests().iter().map(|r| r.at).collect();
+    for pair in at[..3].windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_millis(900), "retried after {gap:?}");
+    }
+
     // Phase 2: the cluster is down for 3 s while records keep coming.
     server.stop();
     poke(&ns, (10..20).map(payload).collect());

@@ -199,7 +199,7 @@ impl Elastic {
         }
         let mut resp = req.send(&self.body[..]).map_err(|e| {
             let e = e.to_string();
-            if e.contains("certificate") || e.contains("Certificate") {
+            if e.to_ascii_lowercase().contains("certificate") {
                 format!(
                     "{e} (a private CA needs [elasticsearch] ca_file; a self-signed certificate \
                      insecure_skip_verify = true)"
