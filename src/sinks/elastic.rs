@@ -106,7 +106,8 @@ pub struct Elastic {
     counters: Arc<ElasticCounters>,
 }
 
-/// Connect and whole-request timeouts (every call is bounded: the runner's thread must not hang).
+/// Connect and whole-request timeouts (every call is bounded: the runner's thread must not
+/// hang). [`Elastic::new`] uses the defaults; tests shorten them.
 #[derive(Debug, Clone, Copy)]
 pub struct ElasticTimeouts {
     pub connect: Duration,
@@ -160,6 +161,7 @@ impl Elastic {
         Self::with_timeouts(cfg, counters, ElasticTimeouts::default())
     }
 
+    /// [`Elastic::new`] with explicit timeouts.
     pub fn with_timeouts(
         cfg: &ElasticConfig,
         counters: Arc<ElasticCounters>,
