@@ -785,34 +785,58 @@ fn dead_letter_line(out: &mut Vec<u8>, record: &[u8], rejection: &Rejection, now
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::analyze_payload;
-    use crate::record::{CloseReason, ConnMeta, TurnMeta, write_record};
     use serde_json::Value;
-    use std::time::UNIX_EPOCH;
 
     const ID: &str = "0b6f3c1e-8d2a-4c1b-9e7f-2a3b4c5d6e7f";
 
-    fn record(payload: Option<&[u8]>, turn: u32) -> Vec<u8> {
-        let conn = ConnMeta {
-            event_id: ID,
-            sensor_name: "sensor-1",
-            source: "192.0.2.1:40000".parse().unwrap(),
-            destination: "198.51.100.2:8080".parse().unwrap(),
-            original_destination: false,
-            community_id: "1:abc=",
-            started: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-        };
-        let meta = TurnMeta {
-            turn,
-            at: conn.started + Duration::from_millis(3),
-            client_bytes: 10,
-            truncated: true,
-            close_reason: Some(CloseReason::Eof),
-        };
-        let analysis = payload.map(analyze_payload);
+    /// A record laid out as `crate::record::write_record` lays it out (`event.id` first in
+    /// `event`, `spip` last with `turn` first), with `summary` escaped by the same writer.
+    fn record(summary: Option<&[u8]>, turn: u32) -> Vec<u8> {
         let mut out = Vec::new();
-        write_record(&mut out, &conn, &meta, analysis.as_ref());
-        out.pop(); // the sink gets records without their newline
+        let mut w = JsonWriter::new(&mut out);
+        w.begin();
+        w.key_only("@timestamp");
+        crate::record::write_timestamp(w.buf(), SystemTime::UNIX_EPOCH);
+        w.begin_object("event");
+        w.str("id", ID.as_bytes());
+        w.str("ingested_by", b"spip");
+        if let Some(s) = summary {
+            w.str("summary", s);
+            w.hex("original_payload_hex", s);
+        }
+        w.u64("duration", 3_000_000);
+        w.end_object();
+        w.begin_object("observer");
+        w.str("hostname", b"sensor-1");
+        w.str("id", b"sensor-1");
+        w.end_object();
+        w.begin_object("host");
+        w.str("name", b"sensor-1");
+        w.end_object();
+        w.begin_object("source");
+        w.str("ip", b"192.0.2.1");
+        w.u64("port", 40000);
+        w.u64("bytes", 10);
+        w.end_object();
+        w.begin_object("destination");
+        w.str("ip", b"198.51.100.2");
+        w.u64("port", 8080);
+        w.end_object();
+        w.begin_object("network");
+        w.str("transport", b"tcp");
+        w.str("community_id", b"1:abc=");
+        w.end_object();
+        w.begin_object("spip");
+        w.u64("turn", u64::from(turn));
+        if summary.is_none() {
+            w.bool("empty", true);
+        }
+        w.bool("truncated", true);
+        w.bool("no_original_destination", true);
+        w.str("close_reason", b"eof");
+        w.bool("budget_exhausted", true);
+        w.end_object();
+        w.finish();
         out
     }
 
@@ -1226,16 +1250,16 @@ mod tests {
         };
         let http = b"POST /a?b=c HTTP/1.1\r\nHost: h:81\r\nUser-Agent: u\r\nX-Random-1: v\r\n\
                      Content-Length: 2\r\n\r\nhi";
-        let samples = [
-            record(Some(http), 1),
-            record(Some(&tls_hello()), 1),
-            record(Some(&ssh), 1),
-            record(Some(b"\x00\xffbinary"), 2),
-            record(None, 0),
-        ];
+        // The connection's fields, then what each payload adds (`inspect` writes a turn's
+        // fields at their record paths, through the same code as a live record).
         let mut paths = Vec::new();
-        for s in &samples {
-            leaf_paths(&serde_json::from_slice(s).unwrap(), "", &mut paths);
+        for r in [record(Some(b"x"), 1), record(None, 0)] {
+            leaf_paths(&serde_json::from_slice(&r).unwrap(), "", &mut paths);
+        }
+        for payload in [&http[..], &tls_hello(), &ssh, b"\x00\xffbinary"] {
+            let mut fields = Vec::new();
+            crate::inspect::inspect(payload, &mut fields);
+            leaf_paths(&serde_json::from_slice(&fields).unwrap(), "", &mut paths);
         }
         for expected in [
             "tls.client.hash.ja4",
