@@ -1087,7 +1087,8 @@ mod tests {
     #[test]
     fn ca_file_needs_a_pem_certificate() {
         let path = temp_path("ca");
-        let (cert, key) = crate::tls::generate_self_signed("es.example").unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["es.example".into()]).unwrap();
+        let (cert, key) = (ca.cert.pem(), ca.signing_key.serialize_pem());
         std::fs::write(&path, format!("{key}{cert}")).unwrap();
         assert!(load_ca_file(&path).is_ok());
         std::fs::write(&path, key).unwrap();
