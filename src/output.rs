@@ -58,9 +58,24 @@ impl Output {
     /// Drains every sink at once until `until`; a sink still busy then is abandoned and what it
     /// held is counted as dropped.
     pub fn shutdown(&self, until: Instant) {
+        self.begin_shutdown(until);
+        self.finish_shutdown(until);
+    }
+
+    /// Starts every sink's drain (offers from now on are dropped and counted).
+    pub fn begin_shutdown(&self, until: Instant) {
         for sink in self.sinks.iter() {
             sink.begin_shutdown(until);
         }
+    }
+
+    /// Whether every sink has drained.
+    pub fn drained(&self) -> bool {
+        self.sinks.iter().all(SinkRunner::is_done)
+    }
+
+    /// Waits for the drains until `until`, then abandons the sinks still busy.
+    pub fn finish_shutdown(&self, until: Instant) {
         for sink in self.sinks.iter() {
             sink.finish_shutdown(until);
         }

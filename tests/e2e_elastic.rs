@@ -59,11 +59,7 @@ fn start_server(ns: &Netns, port: u16, bulk: &Arc<BulkServer>) -> TestServer {
     server
 }
 
-#[test]
 fn every_record_arrives_once_through_faults_and_rejects_are_dead_lettered() {
-    if !require_root("every_record_arrives_once_through_faults_and_rejects_are_dead_lettered") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let bulk = BulkServer::new("logs-spip-default", Some(&format!("ApiKey {API_KEY}")));
     bulk.with(|c| {
@@ -181,11 +177,7 @@ fn every_record_arrives_once_through_faults_and_rejects_are_dead_lettered() {
     assert!(stderr.contains("already indexed (409)"), "{stderr}");
 }
 
-#[test]
 fn https_with_basic_auth_and_verification_on_by_default() {
-    if !require_root("https_with_basic_auth_and_verification_on_by_default") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let basic = "Basic c3BpcDpzM2NyZXQ="; // spip:s3cret
     let bulk = BulkServer::new("logs-spip-dmz", Some(basic));
@@ -230,7 +222,6 @@ fn https_with_basic_auth_and_verification_on_by_default() {
     bulk.with(|c| assert!(c.protocol_errors.is_empty(), "{:?}", c.protocol_errors));
 }
 
-#[test]
 fn template_command_prints_the_shipped_templates() {
     for (args, file) in [
         (
@@ -249,4 +240,12 @@ fn template_command_prints_the_shipped_templates() {
         let shipped: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert_eq!(printed, shipped);
     }
+}
+
+common::test_main! {
+    needs_root: [
+        every_record_arrives_once_through_faults_and_rejects_are_dead_lettered,
+        https_with_basic_auth_and_verification_on_by_default,
+    ],
+    no_root: [template_command_prints_the_shipped_templates],
 }

@@ -76,11 +76,7 @@ fn stat(stderr: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} missing in {line}"))
 }
 
-#[test]
 fn deleting_the_live_file_under_load_keeps_later_records_and_history() {
-    if !require_root("deleting_the_live_file_under_load_keeps_later_records_and_history") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let mut sensor = Sensor::start(&ns, "log_max_bytes = 16384\nlog_max_files = 50\n");
     assert_eq!(flood(&ns, 0, 200, 200), 200);
@@ -195,11 +191,7 @@ fn stop(child: &mut Child) -> i32 {
     }
 }
 
-#[test]
 fn a_full_disk_never_tears_a_line_and_writing_resumes_when_space_returns() {
-    if !require_root("a_full_disk_never_tears_a_line_and_writing_resumes_when_space_returns") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let fs = Tmpfs::mount("1m");
     // Ballast leaves about 64 KiB free.
@@ -258,11 +250,7 @@ fn poke(ns: &Netns, first: u16, n: u16) {
     });
 }
 
-#[test]
 fn signals_during_the_drain_do_not_kill_and_final_stats_count_everything() {
-    if !require_root("signals_during_the_drain_do_not_kill_and_final_stats_count_everything") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let server = ns.within(TestServer::start);
     ns.keep_port(server.port());
@@ -292,6 +280,7 @@ fn signals_during_the_drain_do_not_kill_and_final_stats_count_everything() {
         "killed by a signal? {status:?}\n{stderr}"
     );
     assert!(stderr.contains("\"type\":\"final_stats\""), "{stderr}");
+    assert_eq!(stderr.matches("already stopping").count(), 1, "{stderr}");
     assert_eq!(stat(&stderr, "recorded"), 20);
     assert_eq!(
         stat(&stderr, "loom_records") + stat(&stderr, "loom_dropped"),
@@ -300,11 +289,7 @@ fn signals_during_the_drain_do_not_kill_and_final_stats_count_everything() {
     );
 }
 
-#[test]
 fn loom_down_for_ten_seconds_loses_nothing() {
-    if !require_root("loom_down_for_ten_seconds_loses_nothing") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     // A port with nothing on it for now.
     let port = ns.within(|| {
@@ -350,11 +335,7 @@ fn loom_down_for_ten_seconds_loses_nothing() {
     );
 }
 
-#[test]
 fn metrics_endpoint_passes_promtool() {
-    if !require_root("metrics_endpoint_passes_promtool") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[9464]);
     let mut sensor = Sensor::start(&ns, "metrics_listen = \"127.0.0.1:9464\"\n");
     poke(&ns, 0, 3);
@@ -407,4 +388,15 @@ fn metrics_endpoint_passes_promtool() {
     );
     let (code, stderr) = sensor.stop();
     assert_eq!(code, 0, "{stderr}");
+}
+
+common::test_main! {
+    needs_root: [
+        deleting_the_live_file_under_load_keeps_later_records_and_history,
+        a_full_disk_never_tears_a_line_and_writing_resumes_when_space_returns,
+        signals_during_the_drain_do_not_kill_and_final_stats_count_everything,
+        loom_down_for_ten_seconds_loses_nothing,
+        metrics_endpoint_passes_promtool,
+    ],
+    no_root: [],
 }

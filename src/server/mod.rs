@@ -32,8 +32,8 @@ pub struct Shared {
     pub output: Output,
     pub shutdown: AtomicBool,
     pub driver: DriverChoice,
-    /// TLS mode: the rustls server configurations (cert_path + key_path set).
-    pub tls: Option<crate::tls::TlsConfigs>,
+    /// The connection engine's settings (TLS configurations included).
+    pub engine: crate::engine::EngineConfig,
     /// Prometheus metrics (`metrics_listen` set): the engine counts closed connections here.
     pub metrics: Option<Arc<Metrics>>,
 }
@@ -49,7 +49,7 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     let tls = match cfg
         .tls
         .as_ref()
-        .map(crate::tls::TlsConfigs::load)
+        .map(crate::engine::tls::TlsConfigs::load)
         .transpose()
     {
         Ok(t) => t,
@@ -104,13 +104,14 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
         }
     };
     let stats_interval = cfg.stats_interval;
+    let engine = crate::engine::EngineConfig::new(&cfg, tls);
     let shared = Arc::new(Shared {
+        engine,
         cfg,
         counters: counters.clone(),
         output: output.clone(),
         shutdown: AtomicBool::new(false),
         driver,
-        tls,
         metrics,
     });
     let stats = |last: bool| print_stats(&counters, &sink_counters, last);
@@ -184,10 +185,26 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
         .into_iter()
         .map(|w| w.join().is_err())
         .fold(false, |a, b| a | b);
-    // Every worker flushed its batch when it ended; now the sinks drain (bounded). Signals
-    // that come meanwhile stay pending: blocked, they cannot end the process.
+    // Every worker flushed its batch when it ended; now the sinks drain (bounded). Signals stay
+    // blocked, so none can end the process: SIGHUP still reopens the log, the rest are noted.
     drop(shared);
-    output.shutdown(Instant::now() + crate::config::SINK_DRAIN);
+    let until = Instant::now() + crate::config::SINK_DRAIN;
+    output.begin_shutdown(until);
+    let mut said_stopping = false;
+    while !output.drained() && Instant::now() < until {
+        match wait_signal(&sigset, std::time::Duration::from_millis(50)) {
+            Some(libc::SIGHUP) => output.request_reopen(),
+            Some(_) if !said_stopping => {
+                said_stopping = true;
+                eprintln!(
+                    "spip: already stopping; the outputs drain for at most {:?}",
+                    crate::config::SINK_DRAIN
+                );
+            }
+            _ => {}
+        }
+    }
+    output.finish_shutdown(until);
     stats(true);
     if failed { 1 } else { 0 }
 }

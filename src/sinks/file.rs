@@ -607,6 +607,46 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_rotation_deletes_no_history_and_writing_goes_on() {
+        let d = dir("rotfail");
+        let path = d.0.join("s.jsonl");
+        let opts = FileOptions {
+            max_bytes: 1000,
+            max_files: 2,
+            ..FileOptions::file(&path)
+        };
+        let (mut sink, _) = open(opts);
+        for i in 0..30 {
+            deliver(&mut sink, &recs(i * 3..i * 3 + 3));
+        }
+        let history: Vec<Vec<u32>> = (1..=2).map(|i| numbers(&numbered(&path, i))).collect();
+        // Make every rename of the live file fail: its aside name is a non-empty folder.
+        let aside = d.0.join("s.jsonl.rotating");
+        std::fs::create_dir_all(aside.join("x")).unwrap();
+        for i in 30..60 {
+            assert_eq!(
+                deliver(&mut sink, &recs(i * 3..i * 3 + 3)),
+                Delivery::Delivered
+            );
+        }
+        assert!(sink.said_rotation, "the failure is said (once)");
+        let after: Vec<Vec<u32>> = (1..=2).map(|i| numbers(&numbered(&path, i))).collect();
+        assert_eq!(
+            history, after,
+            "history shifted or deleted by a failed rotation"
+        );
+        // Nothing lost: the live file took the records the rotation could not.
+        let live = numbers(&path);
+        assert_eq!(live.last(), Some(&179));
+        assert!(live.windows(2).all(|w| w[1] == w[0] + 1));
+        // Once renames work again, rotation resumes and the flag is cleared.
+        std::fs::remove_dir_all(&aside).unwrap();
+        deliver(&mut sink, &recs(180..183));
+        assert!(!sink.said_rotation);
+        assert_eq!(numbers(&numbered(&path, 1)).last(), Some(&179));
+    }
+
+    #[test]
     fn total_size_retention_deletes_the_oldest() {
         let d = dir("total");
         let path = d.0.join("t.jsonl");

@@ -235,6 +235,11 @@ impl SinkRunner {
         self.shared.wake.notify_one();
     }
 
+    /// Whether the runner has drained and stopped.
+    pub fn is_done(&self) -> bool {
+        self.shared.lock().done
+    }
+
     /// Waits for the drain started by [`SinkRunner::begin_shutdown`] until `until`; a sink
     /// still busy then is abandoned and what it held is counted as dropped.
     pub fn finish_shutdown(&self, until: Instant) {
@@ -362,7 +367,8 @@ impl Runner {
                 && now < t
             {
                 let until = st.closing.map_or(t, |d| d.min(t));
-                self.wait(st, Some(until));
+                // New records cannot make a retry come sooner: offers need not wake us.
+                self.wait(st, Some(until), false);
                 continue;
             }
             let staged_records = self.staged.as_ref().map_or(0, |s| s.records_left);
@@ -371,7 +377,7 @@ impl Runner {
                 if st.closing.is_some() {
                     break;
                 }
-                self.wait(st, None);
+                self.wait(st, None, true);
                 continue;
             }
             let staged_bytes = self
@@ -389,7 +395,7 @@ impl Runner {
                 || st.queue_bytes + staged_bytes >= self.batching.max_bytes
                 || now >= due_at;
             if !due {
-                self.wait(st, Some(due_at));
+                self.wait(st, Some(due_at), true);
                 continue;
             }
             drop(st);
@@ -406,9 +412,10 @@ impl Runner {
         sh.done_cv.notify_all();
     }
 
-    fn wait(&self, mut st: MutexGuard<'_, State>, until: Option<Instant>) {
+    /// Sleeps until `until` (or a shutdown); with `wake_on_offer`, also until new records come.
+    fn wait(&self, mut st: MutexGuard<'_, State>, until: Option<Instant>, wake_on_offer: bool) {
         let sh = &*self.shared;
-        st.runner_waiting = true;
+        st.runner_waiting = wake_on_offer;
         let mut st = match until {
             None => sh.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
             Some(t) => {
