@@ -42,7 +42,8 @@ const MAX_REASON: usize = 1024;
 const RESPONSE_BASE_BYTES: u64 = 64 << 10;
 const RESPONSE_BYTES_PER_RECORD: u64 = 2 << 10;
 
-/// Counters beyond the runner's (sent, retried, dropped): what only this sink knows.
+/// Counters beyond the runner's (sent, retried, dropped): what only this sink knows. Said on
+/// stderr at close; not yet on the stats line or `/metrics` (the runner's counters are).
 #[derive(Debug, Default)]
 pub struct ElasticCounters {
     /// Records the cluster already had (409 on `create`): delivered by an earlier attempt.
@@ -51,20 +52,6 @@ pub struct ElasticCounters {
     pub dead_lettered: AtomicU64,
     /// Refused records the dead-letter file could not take (full, unwritable, or none set).
     pub dead_letter_lost: AtomicU64,
-}
-
-impl ElasticCounters {
-    /// Writes `elasticsearch_already_there`, `elasticsearch_dead_lettered` and
-    /// `elasticsearch_dead_letter_lost` into the open object (the periodic stats line).
-    pub fn write_stats(&self, w: &mut JsonWriter) {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        w.u64("elasticsearch_already_there", get(&self.already_there));
-        w.u64("elasticsearch_dead_lettered", get(&self.dead_lettered));
-        w.u64(
-            "elasticsearch_dead_letter_lost",
-            get(&self.dead_letter_lost),
-        );
-    }
 }
 
 /// Why the sink cannot start.
