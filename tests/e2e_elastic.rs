@@ -175,6 +175,14 @@ fn every_record_arrives_once_through_faults_and_rejects_are_dead_lettered() {
         "{stderr}"
     );
     assert!(stderr.contains("already indexed (409)"), "{stderr}");
+    // The refusal is said once, not per batch.
+    assert_eq!(
+        stderr
+            .matches("the cluster refused a record (400 document_parsing_exception")
+            .count(),
+        1,
+        "{stderr}"
+    );
 }
 
 fn https_with_basic_auth_and_verification_on_by_default() {

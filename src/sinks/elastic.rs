@@ -91,6 +91,8 @@ pub struct Elastic {
     body: Vec<u8>,
     dead_letter: DeadLetter,
     counters: Arc<ElasticCounters>,
+    /// Statuses of refusals already said on stderr (a bad key is said once, not per batch).
+    said_statuses: Vec<u16>,
 }
 
 /// Connect and whole-request timeouts (every call is bounded: the runner's thread must not
@@ -174,6 +176,7 @@ impl Elastic {
             body: Vec::new(),
             dead_letter,
             counters,
+            said_statuses: Vec::new(),
         })
     }
 
@@ -254,6 +257,7 @@ impl Sink for Elastic {
                 error,
             } => {
                 self.count_already_there(already_there);
+                self.say_refusals(&rejected);
                 let (written, lost) = self.dead_letter.write(records, &rejected);
                 self.counters
                     .dead_lettered
@@ -289,6 +293,25 @@ impl Sink for Elastic {
 }
 
 impl Elastic {
+    /// Says the first refusal of each status once (the runner does not print refusals).
+    fn say_refusals(&mut self, rejected: &[Rejection]) {
+        for r in rejected {
+            if self.said_statuses.contains(&r.status) {
+                continue;
+            }
+            self.said_statuses.push(r.status);
+            let kept = match self.dead_letter.path() {
+                Some(path) => format!("written to {}", path.display()),
+                None => "dropped (set [elasticsearch] dead_letter_file to keep them)".to_string(),
+            };
+            eprintln!(
+                "spip: elasticsearch: the cluster refused a record ({}); {kept}; further \
+                 refusals with status {} are only counted",
+                r.reason, r.status
+            );
+        }
+    }
+
     fn count_already_there(&self, n: usize) {
         if n > 0 {
             self.counters
@@ -670,7 +693,6 @@ struct DeadLetter {
     line: Vec<u8>,
     said_full: bool,
     said_error: bool,
-    said_none: bool,
 }
 
 impl DeadLetter {
@@ -682,7 +704,6 @@ impl DeadLetter {
             line: Vec::new(),
             said_full: false,
             said_error: false,
-            said_none: false,
         }
     }
 
@@ -705,16 +726,13 @@ impl DeadLetter {
         })
     }
 
+    fn path(&self) -> Option<&Path> {
+        self.file.as_ref().map(|(_, path)| path.as_path())
+    }
+
     /// Writes the rejected records; returns (written, lost).
     fn write(&mut self, records: &[&[u8]], rejected: &[Rejection]) -> (usize, usize) {
         let Some((file, path)) = &mut self.file else {
-            if !rejected.is_empty() && !self.said_none {
-                self.said_none = true;
-                eprintln!(
-                    "spip: elasticsearch: records refused by the cluster are dropped (set \
-                     [elasticsearch] dead_letter_file to keep them)"
-                );
-            }
             return (0, rejected.len());
         };
         let mut written = 0;
