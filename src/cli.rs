@@ -72,6 +72,16 @@ enum Command {
         #[arg(long, default_value = "localhost")]
         cn: String,
     },
+    /// Print the Elasticsearch/OpenSearch index template for spip's records.
+    ///
+    /// ECS mappings for `logs-spip-*` data streams. Install it with
+    /// `spip-agent elasticsearch-template | curl -X PUT "$ES/_index_template/spip"
+    /// -H 'Content-Type: application/json' --data-binary @-`.
+    ElasticsearchTemplate {
+        /// The OpenSearch variant (`flat_object` instead of `flattened`).
+        #[arg(long)]
+        opensearch: bool,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -125,6 +135,21 @@ pub fn main() -> i32 {
         ),
         Some(Command::Setup(flags)) => crate::setup::run(&flags),
         Some(Command::GenCert { out, cn }) => gen_cert(&out, &cn),
+        Some(Command::ElasticsearchTemplate { opensearch }) => {
+            use crate::sinks::elastic::{INDEX_TEMPLATE, OPENSEARCH_INDEX_TEMPLATE};
+            let template = if opensearch {
+                OPENSEARCH_INDEX_TEMPLATE
+            } else {
+                INDEX_TEMPLATE
+            };
+            match std::io::stdout().lock().write_all(template.as_bytes()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("spip: elasticsearch-template: {e}");
+                    1
+                }
+            }
+        }
         Some(Command::Run) | None => run(&cli.config, cli.check),
     }
 }

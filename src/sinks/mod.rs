@@ -54,6 +54,7 @@ pub enum Delivery {
     },
 }
 
+pub mod elastic;
 pub mod file;
 pub mod loom;
 pub mod metrics;
@@ -131,6 +132,13 @@ pub fn start_all(cfg: &crate::config::Config) -> std::io::Result<crate::output::
             cfg.loom.url, cfg.loom.batch_size, cfg.loom.flush_interval
         );
         runners.push(shipper.into_runner());
+    }
+    if cfg.elasticsearch.enabled {
+        runners.push(elastic::start(
+            &cfg.elasticsearch,
+            Arc::new(SinkCounters::default()),
+            RetryPolicy::default(),
+        )?);
     }
     Ok(crate::output::Output::new(runners, reopen))
 }
