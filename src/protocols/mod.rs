@@ -17,6 +17,7 @@
 use crate::json::JsonWriter;
 use std::net::SocketAddr;
 
+mod line;
 #[cfg(test)]
 pub mod testing;
 
@@ -234,5 +235,8 @@ macro_rules! registry {
 // One line per protocol, in detection order. `raw` (never detected) answers what nothing else
 // claims: the client's IP, as Spip does.
 registry! {
+    Ftp => ftp::Ftp,
+    Pop3 => pop3::Pop3,
+    Imap => imap::Imap,
     Raw => raw::Raw,
 }
