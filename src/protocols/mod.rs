@@ -238,5 +238,6 @@ registry! {
     Ftp => ftp::Ftp,
     Pop3 => pop3::Pop3,
     Imap => imap::Imap,
+    Smtp => smtp::Smtp,
     Raw => raw::Raw,
 }
