@@ -239,5 +239,6 @@ registry! {
     Pop3 => pop3::Pop3,
     Imap => imap::Imap,
     Smtp => smtp::Smtp,
+    Telnet => telnet::Telnet,
     Raw => raw::Raw,
 }
