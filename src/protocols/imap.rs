@@ -2,7 +2,8 @@
 //! a `* OK [CAPABILITY ...] Dovecot ready.` greeting, CAPABILITY, ID, NOOP, LOGIN and
 //! AUTHENTICATE PLAIN/LOGIN (SASL-IR or not) refused with `NO [AUTHENTICATIONFAILED]`, LOGOUT.
 //! Three failed logins or ten bad commands end the connection. Literals (`{n}`) are not
-//! followed: a line ending in one is a bad command.
+//! followed: a line ending in one is a bad command, and LITERAL+ is not announced (Dovecot's
+//! `imap_capability` can drop it), so clients send quoted strings.
 
 use super::line::{self, Mechanism, SaslPart};
 use super::{After, Context, Framing, Responder, TurnFields};
@@ -18,7 +19,7 @@ const MAX_BAD_COMMANDS: u8 = 10;
 const MAX_COMMANDS: u16 = 100;
 
 const CAPABILITIES: &[u8] =
-    b"IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN AUTH=LOGIN";
+    b"IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE AUTH=PLAIN AUTH=LOGIN";
 const BAD: &[u8] = b" BAD Error in IMAP command received by server.\r\n";
 const AUTH_FAILED: &[u8] = b" NO [AUTHENTICATIONFAILED] Authentication failed.\r\n";
 

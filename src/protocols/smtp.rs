@@ -138,7 +138,7 @@ impl Responder for Smtp {
 
     fn frame(&mut self, pending: &[u8], new_from: usize) -> Framing {
         match &mut self.phase {
-            Phase::Data(scan) => match scan.feed(&pending[new_from..]) {
+            Phase::Data(scan) => match scan.feed(pending.get(new_from..).unwrap_or_default()) {
                 Some(end) => Framing::Complete(new_from + end),
                 None => Framing::NeedMore,
             },
