@@ -142,7 +142,7 @@ mod tests {
     use crate::protocols::testing::{assert_splits_agree, converse};
     use serde_json::json;
 
-    /// What `curl ftp://u:SECRET@host/` sends (captured from curl 8 against a listener).
+    /// What `curl ftp://u:SECRET@host/` sends (captured from curl 7.88.1 against a listener).
     const CURL: &[u8] = b"USER u\r\nPASS SECRET\r\n";
 
     #[test]

@@ -394,7 +394,7 @@ mod tests {
     use crate::protocols::testing::{assert_splits_agree, converse};
     use serde_json::json;
 
-    /// What `curl imap://u:SECRET@host/` sends (captured from curl 8 against a listener that
+    /// What `curl imap://u:SECRET@host/` sends (captured from curl 7.88.1 against a listener that
     /// offers SASL-IR and AUTH=PLAIN).
     const CURL: &[u8] = b"A001 CAPABILITY\r\nA002 AUTHENTICATE PLAIN AHUAU0VDUkVU\r\n";
 

@@ -224,7 +224,7 @@ mod tests {
     use serde_json::json;
 
     /// What `curl pop3://u:SECRET@host/` sends to a server offering SASL PLAIN (captured from
-    /// curl 8 against a listener): CAPA, AUTH PLAIN, then the response after `+ `.
+    /// curl 7.88.1 against a listener): CAPA, AUTH PLAIN, then the response after `+ `.
     const CURL: &[u8] = b"CAPA\r\nAUTH PLAIN\r\nAHUAU0VDUkVU\r\n";
 
     #[test]
