@@ -1,9 +1,9 @@
 //! IMAP, answered like Dovecot's imap-login (2.3) with plaintext logins allowed and no TLS:
 //! a `* OK [CAPABILITY ...] Dovecot ready.` greeting, CAPABILITY, ID, NOOP, LOGIN and
 //! AUTHENTICATE PLAIN/LOGIN (SASL-IR or not) refused with `NO [AUTHENTICATIONFAILED]`, LOGOUT.
-//! Three failed logins or ten bad commands end the connection. Literals (`{n}`) are not
-//! followed: a line ending in one is a bad command, and LITERAL+ is not announced (Dovecot's
-//! `imap_capability` can drop it), so clients send quoted strings.
+//! Three failed logins or ten bad commands end the connection. LOGIN's arguments may be
+//! synchronizing literals (`{n}`, answered `+ OK`); other commands' literals are not followed
+//! (a bad command), and LITERAL+ is not announced (Dovecot's `imap_capability` can drop it).
 
 use super::line::{self, Mechanism, SaslPart};
 use super::{After, Context, Framing, Responder, TurnFields};
@@ -37,6 +37,64 @@ enum Phase {
     Command,
     /// Inside AUTHENTICATE `tag`: the next line is this SASL response.
     Sasl { part: SaslPart, tag: Tag },
+    /// `+ OK` sent to LOGIN `tag`'s literal: the next `size` bytes are this argument, then
+    /// the rest of the command line.
+    Literal { arg: LoginArg, size: usize, tag: Tag },
+}
+
+/// Which LOGIN argument a literal holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginArg {
+    User,
+    Password,
+}
+
+/// What follows a literal user name on the command line.
+#[derive(Debug, Clone, Copy)]
+pub enum AfterUser<'a> {
+    Password(Astring<'a>),
+    Literal(usize),
+}
+
+/// LOGIN's arguments as far as one line holds them.
+#[derive(Debug, Clone, Copy)]
+pub enum LoginArgs<'a> {
+    Both(Astring<'a>, Astring<'a>),
+    /// The line ends in a `{size}` literal: the user name's (no `user`) or the password's.
+    Literal {
+        user: Option<Astring<'a>>,
+        size: usize,
+    },
+}
+
+impl<'a> LoginArgs<'a> {
+    fn parse(args: &'a [u8]) -> Option<LoginArgs<'a>> {
+        if let Some(size) = literal_size(args) {
+            return Some(LoginArgs::Literal { user: None, size });
+        }
+        let (user, rest) = Astring::parse(args)?;
+        if let Some(size) = literal_size(rest) {
+            let user = Some(user);
+            return Some(LoginArgs::Literal { user, size });
+        }
+        let (password, rest) = Astring::parse(rest)?;
+        rest.trim_ascii()
+            .is_empty()
+            .then_some(LoginArgs::Both(user, password))
+    }
+}
+
+/// `{n}` (a synchronizing literal, all that is left of the line): its size, when it is one
+/// we follow (at most [`MAX_LINE`] bytes).
+fn literal_size(s: &[u8]) -> Option<usize> {
+    let digits = s.trim_ascii().strip_prefix(b"{")?.strip_suffix(b"}")?;
+    if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let size = digits
+        .iter()
+        .fold(0, |n, d| n * 10 + usize::from(d - b'0'));
+    (1..=MAX_LINE).contains(&size).then_some(size)
 }
 
 /// A command's tag, kept for the tagged answer that ends an AUTHENTICATE exchange.
@@ -68,8 +126,15 @@ pub enum ImapTurn<'a> {
         tag: &'a [u8],
         command: &'a [u8],
         args: &'a [u8],
-        /// LOGIN's user name and password.
-        login: Option<(Astring<'a>, Astring<'a>)>,
+        /// LOGIN's arguments.
+        login: Option<LoginArgs<'a>>,
+    },
+    /// A LOGIN argument sent as a literal, and the rest of the command line after it.
+    Literal {
+        arg: LoginArg,
+        value: &'a [u8],
+        /// After a user name: the password, or its literal's size.
+        then: Option<AfterUser<'a>>,
     },
     /// A base64 line answering an AUTHENTICATE challenge.
     Sasl { part: SaslPart, b64: &'a [u8] },
@@ -170,13 +235,30 @@ impl Responder for Imap {
     }
 
     fn frame(&mut self, pending: &[u8], new_from: usize) -> Framing {
-        line::frame(pending, new_from, MAX_LINE)
+        match self.phase {
+            // The literal's bytes may hold anything (LF too): the line ends after them.
+            Phase::Literal { size, .. } => line::frame(pending, new_from.max(size), size + MAX_LINE),
+            _ => line::frame(pending, new_from, MAX_LINE),
+        }
     }
 
     fn parse<'a>(&self, turn: &'a [u8]) -> ImapTurn<'a> {
         let text = line::content(turn);
-        if let Phase::Sasl { part, .. } = self.phase {
-            return ImapTurn::Sasl { part, b64: text };
+        match self.phase {
+            Phase::Sasl { part, .. } => return ImapTurn::Sasl { part, b64: text },
+            Phase::Literal { arg, size, .. } => {
+                let (value, rest) = turn.split_at(size.min(turn.len()));
+                let rest = line::content(rest);
+                let then = match arg {
+                    LoginArg::User => literal_size(rest).map(AfterUser::Literal).or_else(|| {
+                        let (password, _) = Astring::parse(rest)?;
+                        Some(AfterUser::Password(password))
+                    }),
+                    LoginArg::Password => None,
+                };
+                return ImapTurn::Literal { arg, value, then };
+            }
+            Phase::Command => {}
         }
         let (tag, rest) = line::verb_arg(text);
         if !valid_tag(tag) {
@@ -189,10 +271,7 @@ impl Responder for Imap {
         }
         let (command, args) = line::verb_arg(rest);
         let login = if command.eq_ignore_ascii_case(b"LOGIN") {
-            Astring::parse(args).and_then(|(user, rest)| {
-                let (password, rest) = Astring::parse(rest)?;
-                rest.trim_ascii().is_empty().then_some((user, password))
-            })
+            LoginArgs::parse(args)
         } else {
             None
         };
@@ -232,6 +311,22 @@ impl Responder for Imap {
                 }
                 return self.fail_login(tag.as_bytes(), out, after);
             }
+            ImapTurn::Literal { arg, then, .. } => {
+                let Phase::Literal { tag, .. } = self.phase else {
+                    return after; // ok: parse gives Literal only in the Literal phase
+                };
+                return match (arg, then) {
+                    (LoginArg::User, Some(AfterUser::Literal(size))) => {
+                        self.continue_literal(LoginArg::Password, size, tag, out);
+                        after
+                    }
+                    (LoginArg::User, None) => {
+                        self.phase = Phase::Command;
+                        self.bad(tag.as_bytes(), out, after)
+                    }
+                    _ => self.fail_login(tag.as_bytes(), out, after),
+                };
+            }
             ImapTurn::Command {
                 tag,
                 command,
@@ -254,7 +349,17 @@ impl Responder for Imap {
             out.extend_from_slice(b"* ID (\"name\" \"Dovecot\")\r\n");
             tagged(out, tag, b" OK ID completed.\r\n");
         } else if is(b"LOGIN") && login.is_some() {
-            return self.fail_login(tag, out, after);
+            return match login {
+                Some(LoginArgs::Literal { user, size }) => {
+                    let arg = match user {
+                        None => LoginArg::User,
+                        Some(_) => LoginArg::Password,
+                    };
+                    self.continue_literal(arg, size, Tag::new(tag), out);
+                    after
+                }
+                _ => self.fail_login(tag, out, after),
+            };
         } else if is(b"AUTHENTICATE") {
             let (mechanism, initial) = line::verb_arg(args);
             // `=` is an empty initial response.
@@ -303,6 +408,12 @@ fn tagged(out: &mut Vec<u8>, tag: &[u8], text: &[u8]) {
 }
 
 impl Imap {
+    /// Asks for a LOGIN literal (Dovecot's `+ OK`).
+    fn continue_literal(&mut self, arg: LoginArg, size: usize, tag: Tag, out: &mut Vec<u8>) {
+        self.phase = Phase::Literal { arg, size, tag };
+        out.extend_from_slice(b"+ OK\r\n");
+    }
+
     /// Refuses a login (LOGIN or an AUTHENTICATE response); the third one hangs up.
     fn fail_login(&mut self, tag: &[u8], out: &mut Vec<u8>, after: After) -> After {
         self.phase = Phase::Command;
@@ -335,7 +446,13 @@ impl TurnFields for ImapTurn<'_> {
     fn write_ecs(&self, w: &mut JsonWriter<'_>) {
         match self {
             ImapTurn::Command {
-                login: Some((user, _)),
+                login:
+                    Some(
+                        LoginArgs::Both(user, _)
+                        | LoginArgs::Literal {
+                            user: Some(user), ..
+                        },
+                    ),
                 ..
             } => {
                 w.begin_object("user");
@@ -351,6 +468,16 @@ impl TurnFields for ImapTurn<'_> {
             }
             ImapTurn::Command { .. } => {}
             ImapTurn::Sasl { part, b64 } => line::write_sasl_user(w, *part, b64),
+            ImapTurn::Literal {
+                arg: LoginArg::User,
+                value,
+                ..
+            } => {
+                w.begin_object("user");
+                w.str("name", value);
+                w.end_object();
+            }
+            ImapTurn::Literal { .. } => {}
         }
     }
 
@@ -366,7 +493,7 @@ impl TurnFields for ImapTurn<'_> {
                 w.begin_object("imap");
                 w.str("tag", tag);
                 w.str("command", command);
-                if let Some((_, password)) = login {
+                if let Some(LoginArgs::Both(_, password)) = login {
                     line::write_pieces(w, "password", password.pieces());
                 } else if command.eq_ignore_ascii_case(b"AUTHENTICATE") {
                     let (mechanism, initial) = line::initial_response(args);
@@ -374,7 +501,7 @@ impl TurnFields for ImapTurn<'_> {
                     if let Some((part, initial)) = initial {
                         line::write_sasl_password(w, part, initial);
                     }
-                } else if !args.is_empty() {
+                } else if !args.is_empty() && login.is_none() {
                     w.str("argument", args);
                 }
                 w.end_object();
@@ -384,6 +511,25 @@ impl TurnFields for ImapTurn<'_> {
                 line::write_sasl_password(w, *part, b64);
                 w.end_object();
             }
+            ImapTurn::Literal {
+                arg: LoginArg::User,
+                then: Some(AfterUser::Password(password)),
+                ..
+            } => {
+                w.begin_object("imap");
+                line::write_pieces(w, "password", password.pieces());
+                w.end_object();
+            }
+            ImapTurn::Literal {
+                arg: LoginArg::Password,
+                value,
+                ..
+            } => {
+                w.begin_object("imap");
+                w.str("password", value);
+                w.end_object();
+            }
+            ImapTurn::Literal { .. } => {}
         }
     }
 }
@@ -434,6 +580,54 @@ mod tests {
         );
         assert_eq!(t.turns[1].ecs, json!({"user": {"name": "bob"}}));
         assert_eq!(t.turns[1].spip["imap"]["password"], "pw");
+    }
+
+    #[test]
+    fn login_literals_are_followed() {
+        // The user name and the password as synchronizing literals (the password holds an LF).
+        let input: &[u8] = b"a LOGIN {4}\r\nuser {4}\r\np\nw!\r\nb LOGIN \"bob\" {2}\r\npw\r\n\
+            c LOGIN {3}\r\neve \"x y\"\r\nd LOGIN {99999}\r\ne LOGIN {1}\r\nz\r\n";
+        let t = converse::<Imap>(true, &[input]);
+        let replies: Vec<String> = t
+            .turns
+            .iter()
+            .map(|t| String::from_utf8_lossy(&t.reply).into_owned())
+            .collect();
+        assert_eq!(
+            replies,
+            [
+                "+ OK\r\n",
+                "+ OK\r\n",
+                "a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+                "+ OK\r\n",
+                "b NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+                "+ OK\r\n",
+                "c NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+            ]
+        );
+        assert_eq!(
+            t.turns[0].spip,
+            json!({"imap": {"tag": "a", "command": "LOGIN"}})
+        );
+        assert_eq!(t.turns[1].ecs, json!({"user": {"name": "user"}}));
+        assert_eq!(t.turns[1].spip, json!({}));
+        assert_eq!(t.turns[2].bytes, b"p\nw!\r\n");
+        assert_eq!(t.turns[2].spip, json!({"imap": {"password": "p\nw!"}}));
+        assert_eq!(t.turns[3].ecs, json!({"user": {"name": "bob"}}));
+        assert_eq!(t.turns[4].spip, json!({"imap": {"password": "pw"}}));
+        assert_eq!(t.turns[5].ecs, json!({}));
+        assert_eq!(t.turns[6].ecs, json!({"user": {"name": "eve"}}));
+        assert_eq!(t.turns[6].spip, json!({"imap": {"password": "x y"}}));
+        // The third failure hangs up.
+        assert!(t.turns[6].close);
+        assert_splits_agree::<Imap>(true, input);
+        let t = converse::<Imap>(true, &[b"d LOGIN {99999}\r\ne LOGIN {1}\r\nz\r\n"]);
+        assert_eq!(
+            t.turns[0].reply,
+            b"d BAD Error in IMAP command received by server.\r\n"
+        );
+        assert_eq!(t.turns[1].reply, b"+ OK\r\n");
+        assert_eq!(t.turns[2].reply, b"e BAD Error in IMAP command received by server.\r\n");
     }
 
     #[test]
