@@ -17,6 +17,7 @@
 use crate::json::JsonWriter;
 use std::net::SocketAddr;
 
+mod line;
 #[cfg(test)]
 pub mod testing;
 
@@ -243,6 +244,11 @@ registry! {
     Tls => tls::Tls,
     Ssh => ssh::Ssh,
     Http1 => http1::Http1,
+    Ftp => ftp::Ftp,
+    Pop3 => pop3::Pop3,
+    Imap => imap::Imap,
+    Smtp => smtp::Smtp,
+    Telnet => telnet::Telnet,
     Raw => raw::Raw,
 }
 
