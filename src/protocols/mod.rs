@@ -234,5 +234,6 @@ macro_rules! registry {
 // One line per protocol, in detection order. `raw` (never detected) answers what nothing else
 // claims: the client's IP, as Spip does.
 registry! {
+    Http2 => http2::Http2,
     Raw => raw::Raw,
 }
