@@ -241,6 +241,8 @@ struct Conn {
     body_bytes: u64,
     /// The current control frame's payload (up to [`MAX_CONTROL`]).
     control: Vec<u8>,
+    /// Bytes of the current turn the reader has taken (what `frame` is shown again is skipped).
+    turn_seen: usize,
     facts: TurnFacts,
     akamai: Akamai,
 }
@@ -570,6 +572,7 @@ impl Conn {
             body: Vec::new(),
             body_bytes: 0,
             control: Vec::new(),
+            turn_seen: 0,
             facts: TurnFacts::default(),
             akamai: Akamai::Collecting {
                 settings: None,
@@ -580,14 +583,27 @@ impl Conn {
         }
     }
 
+    /// Reads the turn's bytes not read yet; bytes shown again (a caller that re-frames the
+    /// turn from its start) are not read twice.
     fn frame(&mut self, pending: &[u8], new_from: usize) -> Framing {
-        if new_from == 0
+        let from = new_from.max(self.turn_seen).min(pending.len());
+        if from == 0
             && let Reader::Head { start, .. } = &mut self.reader
         {
             // A new turn: a frame header begun before it started in an earlier turn.
             *start = None;
         }
-        let mut pos = new_from.min(pending.len());
+        let framing = self.read(pending, from);
+        // NeedMore: every byte was read.
+        self.turn_seen = match framing {
+            Framing::Complete(_) => 0,
+            Framing::NeedMore | Framing::AtPause => pending.len(),
+        };
+        framing
+    }
+
+    fn read(&mut self, pending: &[u8], from: usize) -> Framing {
+        let mut pos = from;
         loop {
             let rest = &pending[pos..];
             match self.reader {
@@ -720,6 +736,7 @@ impl Conn {
             self.request = Request::Idle;
         }
         self.facts = TurnFacts::default();
+        self.turn_seen = 0;
         let goaway = match (turn.facts.error, turn.facts.client_goaway) {
             (Some(e), _) => e.code(),
             (None, Some(_)) => ErrorCode::NoError,
@@ -1621,6 +1638,21 @@ mod tests {
             let req = turn.request.as_ref().unwrap();
             assert_eq!(req.pseudo(b":path"), Some(&b"/SECRET?q=1"[..]));
         }
+    }
+
+    #[test]
+    fn a_turn_shown_again_is_not_read_twice() {
+        // The engine frames a closing connection's unfinished turn again from its start.
+        let post = hex(CURL_POST);
+        let cut = post.len() - 10;
+        let mut r = Http2::new(&test_ctx());
+        assert_eq!(r.frame(&post[..cut], 0), Framing::NeedMore);
+        assert_eq!(r.frame(&post[..cut], 0), Framing::NeedMore);
+        assert_eq!(r.frame(&post, cut), Framing::Complete(post.len()));
+        let turn = r.parse(&post);
+        assert_eq!(turn.facts.frames, 4);
+        let req = turn.request.unwrap();
+        assert_eq!(req.body, b"user=admin&pass=SECRET");
     }
 
     fn test_ctx() -> Context<'static> {

@@ -1,0 +1,136 @@
+//! End-to-end HTTP/2: the real binary in a network namespace, real curl as the client, in
+//! cleartext (h2c with prior knowledge) and in TLS mode (ALPN h2).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Waits until a record on `port` satisfies `found` (or 10 s pass); returns the records on
+/// `port`.
+fn wait_for(sensor: &Sensor, port: u16, found: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let recs = with_dport(&sensor.records(), port);
+        if recs.iter().any(&found) || Instant::now() > deadline {
+            return recs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn the_request<'a>(recs: &'a [Value], path: &str) -> &'a Value {
+    recs.iter()
+        .find(|r| r["url"]["path"] == path)
+        .unwrap_or_else(|| panic!("no record of {path}: {recs:#?}"))
+}
+
+fn curl(ns: &Netns, args: &[&str]) -> String {
+    let mut all = vec!["curl", "-sS", "-m", "5"];
+    all.extend_from_slice(args);
+    String::from_utf8_lossy(&ns.run(&all).stdout).into_owned()
+}
+
+fn curl_h2c_get_and_post_are_answered_and_recorded() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "");
+    let body = curl(
+        &ns,
+        &[
+            "--http2-prior-knowledge",
+            "-A",
+            "h2-test/1.0",
+            "-H",
+            "Accept-Language: en-US,en;q=0.9",
+            "http://127.0.0.1:8081/SECRET?q=1",
+        ],
+    );
+    assert_eq!(body, "127.0.0.1", "the answer is the client's IP");
+    let recs = wait_for(&sensor, 8081, |r| r["url"]["path"] == "/SECRET");
+    let r = the_request(&recs, "/SECRET");
+    assert_eq!(r["network"]["protocol"], "http");
+    assert_eq!(r["http"]["version"], "2");
+    assert_eq!(r["http"]["request"]["method"], "GET");
+    assert_eq!(r["url"]["query"], "q=1");
+    assert_eq!(r["url"]["port"], 8081);
+    assert_eq!(r["user_agent"]["original"], "h2-test/1.0");
+    assert_eq!(
+        r["http"]["request"]["headers"]["accept-language"],
+        "en-US,en;q=0.9"
+    );
+    assert_eq!(r["spip"]["http2"]["stream_id"], 1);
+    assert!(r["event"].get("summary").is_none(), "{r:#?}");
+    let hex = r["event"]["original_payload_hex"].as_str().unwrap();
+    assert!(hex.starts_with("505249202a20485454502f322e30"), "{hex}");
+    #[cfg(feature = "ja4plus")]
+    {
+        let ja4h = r["http"]["request"]["hash"]["ja4h"].as_str().unwrap();
+        assert!(ja4h.starts_with("ge20nn03enus_"), "{ja4h}");
+    }
+
+    // A POST: the body (the client's credentials) is in the record.
+    let body = curl(
+        &ns,
+        &[
+            "--http2-prior-knowledge",
+            "-d",
+            "user=admin&pass=SECRET",
+            "http://127.0.0.1:8082/login",
+        ],
+    );
+    assert_eq!(body, "127.0.0.1");
+    let recs = wait_for(&sensor, 8082, |r| r["url"]["path"] == "/login");
+    let r = the_request(&recs, "/login");
+    assert_eq!(r["http"]["request"]["method"], "POST");
+    assert_eq!(
+        r["http"]["request"]["body"]["content"],
+        "user=admin&pass=SECRET"
+    );
+    assert_eq!(r["http"]["request"]["body"]["bytes"], 22);
+}
+
+fn curl_tls_h2_request_is_recorded() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let dir = TempDir(temp_dir("h2-cert"));
+    let out = Command::new(bin())
+        .args([
+            "gen-cert",
+            "--out",
+            dir.to_str().unwrap(),
+            "--cn",
+            "h2.test",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let sensor = Sensor::start(&ns, &String::from_utf8(out.stdout).unwrap());
+    let body = curl(
+        &ns,
+        &[
+            "-k",
+            "--http2",
+            "-A",
+            "h2-tls/1.0",
+            "https://127.0.0.1:4444/SECRET/admin.php",
+        ],
+    );
+    assert_eq!(body, "127.0.0.1");
+    let recs = wait_for(&sensor, 4444, |r| r["url"]["path"] == "/SECRET/admin.php");
+    let r = the_request(&recs, "/SECRET/admin.php");
+    assert_eq!(r["tls"]["alpn"], "h2");
+    assert_eq!(r["http"]["version"], "2");
+    assert_eq!(r["url"]["scheme"], "https");
+    assert_eq!(r["user_agent"]["original"], "h2-tls/1.0");
+    let id = &recs[0]["event"]["id"];
+    assert!(recs.iter().all(|x| &x["event"]["id"] == id), "{recs:#?}");
+}
+
+common::test_main! {
+    needs_root: [
+        curl_h2c_get_and_post_are_answered_and_recorded,
+        curl_tls_h2_request_is_recorded,
+    ],
+    no_root: [],
+}
