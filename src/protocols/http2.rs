@@ -178,8 +178,9 @@ enum Request {
     Head { stream: u32, end_stream: bool },
     /// Headers decoded; its DATA frames up to END_STREAM are its body.
     Body { stream: u32 },
-    /// Complete: the turn ends with it.
-    Done { stream: u32 },
+    /// The turn ends with it; `ended`: the client ended it (END_STREAM), rather than the body
+    /// bound or the next request.
+    Done { stream: u32, ended: bool },
 }
 
 /// Where the conversation is, as far as what we have sent.
@@ -254,7 +255,7 @@ pub struct RequestView {
     pub fields: FieldList,
     pub body: Vec<u8>,
     pub body_bytes: u64,
-    /// The request ended (END_STREAM) within the turn.
+    /// The client ended the request (END_STREAM) within the turn.
     pub complete: bool,
 }
 
@@ -291,8 +292,8 @@ impl Conn {
         self.reader = Reader::Failed;
     }
 
-    /// Decides where a frame's payload goes, once its header is read. `Err(())` ends the
-    /// turn before this frame (a request on another stream while a body is being read).
+    /// Decides where a frame's payload goes, once its header is read; an error is a
+    /// connection error (GOAWAY).
     fn on_head(&mut self, frame: Frame) -> Result<Sink, ConnError> {
         self.facts.frames += 1;
         if let Request::Head { stream, .. } = self.request
@@ -421,7 +422,10 @@ impl Conn {
         self.block.clear();
         self.note_first_request();
         if end_stream {
-            self.request = Request::Done { stream };
+            self.request = Request::Done {
+                stream,
+                ended: true,
+            };
             Ok(true)
         } else {
             self.request = Request::Body { stream };
@@ -446,8 +450,9 @@ impl Conn {
         let Request::Body { stream } = self.request else {
             return Ok(false); // ok: on_head sends DATA here only in Body
         };
-        if frame.flags & END_STREAM != 0 || self.body.len() >= MAX_BODY {
-            self.request = Request::Done { stream };
+        let ended = frame.flags & END_STREAM != 0;
+        if ended || self.body.len() >= MAX_BODY {
+            self.request = Request::Done { stream, ended };
             return Ok(true);
         }
         Ok(false)
@@ -652,7 +657,10 @@ impl Conn {
                         && frame.stream != stream
                         && let Some(start) = start.filter(|&s| s > 0)
                     {
-                        self.request = Request::Done { stream };
+                        self.request = Request::Done {
+                            stream,
+                            ended: false,
+                        };
                         self.reader = Reader::frame_head();
                         return Framing::Complete(start);
                     }
@@ -695,18 +703,23 @@ impl Conn {
 
     fn parse(&self) -> Http2Turn {
         let request = match self.request {
-            Request::Body { stream } | Request::Done { stream } => Some(RequestView {
-                stream,
-                fields: self.fields.clone(),
-                body: self.body.clone(),
-                body_bytes: self.body_bytes,
-                complete: matches!(self.request, Request::Done { .. }),
-            }),
+            Request::Body { stream } => Some(self.view(stream, false)),
+            Request::Done { stream, ended } => Some(self.view(stream, ended)),
             Request::Idle | Request::Head { .. } => None,
         };
         Http2Turn {
             request,
             facts: self.facts.clone(),
+        }
+    }
+
+    fn view(&self, stream: u32, complete: bool) -> RequestView {
+        RequestView {
+            stream,
+            fields: self.fields.clone(),
+            body: self.body.clone(),
+            body_bytes: self.body_bytes,
+            complete,
         }
     }
 
@@ -1638,6 +1651,25 @@ mod tests {
             let req = turn.request.as_ref().unwrap();
             assert_eq!(req.pseudo(b":path"), Some(&b"/SECRET?q=1"[..]));
         }
+    }
+
+    #[test]
+    fn a_request_on_another_stream_ends_an_unfinished_body() {
+        let mut input = PREFACE.to_vec();
+        input.extend_from_slice(&hex("000003010400000001 838486")); // POST / on 1, a body follows
+        input.extend_from_slice(&hex("000002000000000001 6869")); // "hi", no END_STREAM
+        let first = input.len();
+        input.extend_from_slice(&hex("000003010500000003 828486")); // GET / on 3, complete
+        let t = talk(&[&input]);
+        assert_eq!(t.turns.len(), 2);
+        assert_eq!(t.turns[0].bytes.len(), first);
+        assert_eq!(t.turns[0].ecs["http"]["request"]["body"]["content"], "hi");
+        assert_eq!(t.turns[0].spip["http2"]["request_incomplete"], true);
+        assert!(t.turns[0].reply.ends_with(&response(1)));
+        assert_eq!(t.turns[1].ecs["http"]["request"]["method"], "GET");
+        assert_eq!(t.turns[1].spip["http2"]["stream_id"], 3);
+        assert!(t.turns[1].spip["http2"].get("request_incomplete").is_none());
+        assert_eq!(t.turns[1].reply, response(3));
     }
 
     #[test]
