@@ -9,11 +9,12 @@
 //! A turn is the frames up to and including one request: its header block (HEADERS, then
 //! CONTINUATION until END_HEADERS) and, when the request has a body, its DATA frames up to
 //! END_STREAM (at most [`MAX_BODY`] bytes). SETTINGS, WINDOW_UPDATE, PING and PRIORITY frames
-//! before it belong to the same turn. Frames are read as a stream whose place is kept in `self`,
-//! so each byte is looked at once; header blocks and bodies are copied once into bounded
-//! buffers, because HPACK and DATA padding need them whole. The HPACK dynamic table lives as
-//! long as the connection, bounded by the default SETTINGS_HEADER_TABLE_SIZE (4096) that we
-//! leave in place.
+//! before it belong to the same turn; between frames with no request open, a client pause ends
+//! the turn (so a client that waits for our SETTINGS gets them). Frames are read as a stream
+//! whose place is kept in `self`, so each byte is looked at once; header blocks and bodies are
+//! copied once into bounded buffers, because HPACK and DATA padding need them whole. The HPACK
+//! dynamic table lives as long as the connection, bounded by the default
+//! SETTINGS_HEADER_TABLE_SIZE (4096) that we leave in place.
 
 use super::{After, Context, Detection, Framing, Responder, TurnFields};
 use crate::json::JsonWriter;
@@ -598,8 +599,16 @@ impl Conn {
             // A new turn: a frame header begun before it started in an earlier turn.
             *start = None;
         }
-        let framing = self.read(pending, from);
-        // NeedMore: every byte was read.
+        let mut framing = self.read(pending, from);
+        // Between frames with no request open (the preface and SETTINGS of a client that
+        // waits for ours, a PING, a SETTINGS ACK): if the client pauses here, that is a turn.
+        if framing == Framing::NeedMore
+            && self.request == Request::Idle
+            && matches!(self.reader, Reader::Head { have: 0, .. })
+        {
+            framing = Framing::AtPause;
+        }
+        // NeedMore and AtPause: every byte was read.
         self.turn_seen = match framing {
             Framing::Complete(_) => 0,
             Framing::NeedMore | Framing::AtPause => pending.len(),
@@ -765,6 +774,8 @@ impl Conn {
 
 impl Responder for Http2 {
     const NAME: &'static str = "http2";
+    /// The preface is sent by no client of another protocol.
+    const OVERRIDES_GREETING: bool = true;
     type Turn<'a> = Http2Turn;
 
     fn new(_ctx: &Context<'_>) -> Self {
@@ -1641,7 +1652,7 @@ mod tests {
                 settings: &settings,
                 ..test_ctx()
             };
-            assert!(matches!(r.frame(a, 0), Framing::NeedMore));
+            assert!(matches!(r.frame(a, 0), Framing::NeedMore | Framing::AtPause));
             let turn = r.parse(a);
             let mut out = Vec::new();
             r.reply(&turn, &ctx, &mut out);
@@ -1651,6 +1662,27 @@ mod tests {
             let req = turn.request.as_ref().unwrap();
             assert_eq!(req.pseudo(b":path"), Some(&b"/SECRET?q=1"[..]));
         }
+    }
+
+    #[test]
+    fn a_client_waiting_between_frames_gets_an_answer_at_its_pause() {
+        let mut r = Http2::new(&test_ctx());
+        let mut start = PREFACE.to_vec();
+        assert_eq!(r.frame(&start[..10], 0), Framing::NeedMore);
+        start.extend_from_slice(&hex("000000040000000000"));
+        assert_eq!(r.frame(&start, 10), Framing::AtPause);
+        // Inside a frame, a header block or a body: wait for the rest.
+        start.extend_from_slice(&hex("000003010400000001 83"));
+        assert_eq!(r.frame(&start, start.len() - 13), Framing::NeedMore);
+        start.extend_from_slice(&hex("8486"));
+        assert_eq!(r.frame(&start, start.len() - 2), Framing::NeedMore);
+        let turn = r.parse(&start);
+        let mut out = Vec::new();
+        r.reply(&turn, &test_ctx(), &mut out);
+        // At the pause: our SETTINGS, the ACK of theirs, and the request as it stands.
+        assert!(out.starts_with(SERVER_START));
+        assert!(out.ends_with(&response(1)));
+        assert!(!turn.request.unwrap().complete);
     }
 
     #[test]
