@@ -5,6 +5,8 @@ mod common;
 
 use common::*;
 use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -91,6 +93,62 @@ fn curl_h2c_get_and_post_are_answered_and_recorded() {
     assert_eq!(r["http"]["request"]["body"]["bytes"], 22);
 }
 
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Reads until `n` bytes came or 3 s passed.
+fn read_at_least(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < n && Instant::now() < deadline {
+        if let Ok(k) = s.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..k]);
+        }
+    }
+    got
+}
+
+/// A client that sends its preface and SETTINGS, waits for the server's SETTINGS, and only
+/// then sends its request (curl's HEADERS frame for `/SECRET?q=1`): the request, its second
+/// message, is answered and recorded.
+fn client_waiting_for_our_settings_then_requesting() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "");
+    let (first, second) = ns.within(|| {
+        let mut s = TcpStream::connect("127.0.0.1:8083").unwrap();
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend_from_slice(&unhex("000000040000000000"));
+        s.write_all(&hello).unwrap();
+        // SETTINGS (27 bytes), WINDOW_UPDATE (13), SETTINGS ACK (9).
+        let first = read_at_least(&mut s, 49);
+        let mut request = unhex("000000040100000000");
+        request.extend_from_slice(&unhex(concat!(
+            "00002801050000000182048a63760bdb706fff3b401f86418a089d5c0b8170dc79a7037a87",
+            "1cc5a92c05707f53032a2f2a"
+        )));
+        s.write_all(&request).unwrap();
+        (first, read_at_least(&mut s, 45))
+    });
+    assert_eq!(first.len(), 49, "{first:02x?}");
+    assert_eq!(&first[3..5], &[4, 0], "SETTINGS first: {first:02x?}");
+    assert!(second.ends_with(b"127.0.0.1"), "{second:02x?}");
+    let recs = wait_for(&sensor, 8083, |r| r["url"]["path"] == "/SECRET");
+    let r = the_request(&recs, "/SECRET");
+    assert_eq!(r["url"]["query"], "q=1");
+    assert_eq!(r["user_agent"]["original"], "agent/1.0");
+    assert_eq!(r["spip"]["turn"], 2, "{recs:#?}");
+}
+
 fn curl_tls_h2_request_is_recorded() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let dir = TempDir(temp_dir("h2-cert"));
@@ -131,6 +189,7 @@ common::test_main! {
     needs_root: [
         curl_h2c_get_and_post_are_answered_and_recorded,
         curl_tls_h2_request_is_recorded,
+        client_waiting_for_our_settings_then_requesting,
     ],
     no_root: [],
 }
