@@ -46,6 +46,10 @@ impl std::fmt::Debug for Ja4h {
     }
 }
 
+/// Header fields as `(name, value)` in wire order.
+pub trait Fields<'a>: Iterator<Item = (&'a [u8], &'a [u8])> + Clone {}
+impl<'a, T: Iterator<Item = (&'a [u8], &'a [u8])> + Clone> Fields<'a> for T {}
+
 /// What JA4H reads of a request: the method, the version's two digits (`11`, `20`) and the
 /// header fields in wire order (names as sent; for HTTP/2 without the pseudo-headers).
 #[derive(Clone)]
@@ -83,10 +87,6 @@ fn hashed_names<'a, H: Fields<'a>>(req: &Request<'a, H>) -> impl Iterator<Item =
         .map(|(n, _)| n)
         .filter(|n| !is_cookie(n) && !is_referer(n))
 }
-
-/// Header fields as `(name, value)` in wire order.
-pub trait Fields<'a>: Iterator<Item = (&'a [u8], &'a [u8])> + Clone {}
-impl<'a, T: Iterator<Item = (&'a [u8], &'a [u8])> + Clone> Fields<'a> for T {}
 
 /// What one walk over the headers collects for the `a` part.
 struct Scan<'a> {
@@ -310,4 +310,37 @@ pub fn write_ja4h_r(head: &RequestHead<'_>, out: &mut impl Sink) {
         out.put(b"_");
         put_names(out, cs.iter().map(|c| c.1));
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::http::{Head, parse_request_head};
+
+    #[test]
+    fn any_header_iterator_gives_the_http1_fingerprint() {
+        let raw = b"GET /x HTTP/1.1\r\nHost: a\r\nCookie: b=1; a=2\r\nReferer: r\r\n\
+            Accept-Language: de-DE\r\n\r\n";
+        let Head::Complete(head) = parse_request_head(raw) else {
+            panic!("not a head");
+        };
+        let fields: [(&[u8], &[u8]); 4] = [
+            (b"Host", b"a"),
+            (b"Cookie", b"b=1; a=2"),
+            (b"Referer", b"r"),
+            (b"Accept-Language", b"de-DE"),
+        ];
+        let req = Request {
+            method: &b"GET"[..],
+            version: *b"11",
+            headers: fields.into_iter(),
+        };
+        assert_eq!(ja4h_of(&req), ja4h(&head));
+        assert!(ja4h(&head).as_str().starts_with("ge11cr02dede_"));
+        let h2 = Request {
+            version: *b"20",
+            ..req
+        };
+        assert!(ja4h_of(&h2).as_str().starts_with("ge20cr02dede_"));
+    }
 }
