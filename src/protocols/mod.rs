@@ -243,6 +243,7 @@ macro_rules! registry {
 registry! {
     Tls => tls::Tls,
     Ssh => ssh::Ssh,
+    Http2 => http2::Http2,
     Http1 => http1::Http1,
     Ftp => ftp::Ftp,
     Pop3 => pop3::Pop3,
