@@ -103,6 +103,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// "auto" (io_uring, else poll), "io_uring" or "poll".
     pub io_driver: String,
+    /// How io_uring runs completion work: "coop" (COOP_TASKRUN + TASKRUN_FLAG), "defer"
+    /// (SINGLE_ISSUER + DEFER_TASKRUN) or "off" (the kernel's default).
+    pub io_uring_taskrun: String,
 
     pub loom: LoomConfig,
     pub elasticsearch: ElasticConfig,
@@ -123,6 +126,9 @@ impl Mode {
         }
     }
 }
+
+/// Default `io_uring_taskrun` (see the README's flood numbers for why).
+pub const DEFAULT_TASKRUN: &str = "coop";
 
 /// Default `log_max_bytes`: 100 MiB.
 pub const DEFAULT_LOG_MAX_BYTES: u64 = 100 << 20;
@@ -286,6 +292,7 @@ struct RawConfig {
     stats_interval_seconds: Option<i64>,
     shutdown_grace_seconds: Option<i64>,
     io_driver: Option<String>,
+    io_uring_taskrun: Option<String>,
     loom: Option<RawLoom>,
     elasticsearch: Option<RawElastic>,
 }
@@ -662,6 +669,16 @@ impl Config {
                     ));
                 }
             },
+            io_uring_taskrun: match raw.io_uring_taskrun.as_deref() {
+                None | Some("") => DEFAULT_TASKRUN.to_string(),
+                Some(t @ ("coop" | "defer" | "off")) => t.to_string(),
+                Some(t) => {
+                    return Err(err(
+                        "io_uring_taskrun",
+                        format!("{t:?} is not one of \"coop\", \"defer\", \"off\""),
+                    ));
+                }
+            },
             loom: validate_loom(raw.loom.unwrap_or_default())?,
             elasticsearch: validate_elastic(raw.elasticsearch.unwrap_or_default(), &resolve)?,
         };
@@ -772,6 +789,7 @@ impl Config {
             self.shutdown_grace.as_secs().to_string(),
         );
         line("io_driver", q(&self.io_driver));
+        line("io_uring_taskrun", q(&self.io_uring_taskrun));
         line("loom.enabled", self.loom.enabled.to_string());
         if self.loom.enabled {
             line("loom.url", q(&self.loom.url));
