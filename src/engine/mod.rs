@@ -1,6 +1,6 @@
 //! The connection engine: one client connection as an IO-free state machine.
 //!
-//! The socket layer ([`crate::server`]) creates a [`Connection`] with the accept facts and then
+//! The socket layer ([`crate::capture`]) creates a [`Connection`] with the accept facts and then
 //! only moves bytes and timers: it hands over client bytes ([`Connection::handle_bytes`]), the
 //! expiry of [`Connection::deadline`] ([`Connection::handle_timeout`]) and the end of the stream
 //! ([`Connection::handle_close`]); it sends what [`Connection::transmit`] holds and closes once
