@@ -22,6 +22,24 @@ pub struct ConnMeta<'a> {
     pub original_destination: bool,
     pub community_id: &'a str,
     pub started: SystemTime,
+    /// `network.transport`.
+    pub transport: Transport,
+}
+
+/// The transport protocol of a connection or flow (`network.transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
 }
 
 /// Why a connection ended (written on its last record).
@@ -132,7 +150,7 @@ pub fn write_record(
     w.end_object();
 
     w.begin_object("network");
-    w.str("transport", b"tcp");
+    w.str("transport", conn.transport.as_str().as_bytes());
     let protocol = content.and_then(|c| match c.tls {
         Some(_) => Some("tls"),
         None => c.fields.protocol(),
@@ -367,6 +385,7 @@ mod tests {
             original_destination: true,
             community_id: "1:abc=",
             started: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            transport: Transport::Tcp,
         }
     }
 

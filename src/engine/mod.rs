@@ -953,6 +953,7 @@ impl Core {
             original_destination: self.accepted.original_destination,
             community_id: self.community_id.as_str(),
             started: self.accepted.started,
+            transport: crate::record::Transport::Tcp,
         };
         let turn = TurnMeta {
             turn,

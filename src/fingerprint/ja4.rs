@@ -26,6 +26,12 @@ impl Ja4 {
         &self.buf
     }
 
+    /// The same fingerprint of a ClientHello carried by QUIC (`q` instead of `t`).
+    pub fn for_quic(mut self) -> Self {
+        self.buf[0] = b'q';
+        self
+    }
+
     /// The 10-character `a` part.
     pub fn a(&self) -> &str {
         ascii_str(self.buf.get(..10).unwrap_or(&[]))

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 mod line;
 #[cfg(test)]
 pub mod testing;
+pub mod udp;
 
 /// Where the client's current turn ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
