@@ -109,6 +109,22 @@ pub struct Config {
 
     pub loom: LoomConfig,
     pub elasticsearch: ElasticConfig,
+    /// UDP on every port via TPROXY (`udp = true`).
+    pub udp: UdpConfig,
+}
+
+/// UDP capture and its datagram responders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UdpConfig {
+    /// `udp`: transparent UDP sockets on the same `ip`/`port`.
+    pub enabled: bool,
+    /// `udp_flow_idle_seconds`: datagrams of one flow share an `event.id` while no gap
+    /// between them is longer.
+    pub flow_idle: Duration,
+    /// `udp_reply_bytes_per_second`: the whole sensor's reply byte rate.
+    pub reply_bytes_per_second: u32,
+    /// `udp_source_reply_bytes_per_second`: one source's reply byte rate (burst: 8 s of it).
+    pub source_reply_bytes_per_second: u32,
 }
 
 /// How traffic reaches the listener.
@@ -295,6 +311,10 @@ struct RawConfig {
     io_uring_taskrun: Option<String>,
     loom: Option<RawLoom>,
     elasticsearch: Option<RawElastic>,
+    udp: Option<bool>,
+    udp_flow_idle_seconds: Option<i64>,
+    udp_reply_bytes_per_second: Option<i64>,
+    udp_source_reply_bytes_per_second: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -681,6 +701,24 @@ impl Config {
             },
             loom: validate_loom(raw.loom.unwrap_or_default())?,
             elasticsearch: validate_elastic(raw.elasticsearch.unwrap_or_default(), &resolve)?,
+            udp: UdpConfig {
+                enabled: raw.udp.unwrap_or(false),
+                flow_idle: seconds("udp_flow_idle_seconds", raw.udp_flow_idle_seconds, 30, 3600)?,
+                reply_bytes_per_second: number(
+                    "udp_reply_bytes_per_second",
+                    raw.udp_reply_bytes_per_second,
+                    65_536,
+                    1,
+                    u32::MAX as i64,
+                )? as u32,
+                source_reply_bytes_per_second: number(
+                    "udp_source_reply_bytes_per_second",
+                    raw.udp_source_reply_bytes_per_second,
+                    512,
+                    1,
+                    u32::MAX as i64,
+                )? as u32,
+            },
         };
         if cfg.read_timeout > cfg.session_timeout {
             return Err(err(
@@ -790,6 +828,19 @@ impl Config {
         );
         line("io_driver", q(&self.io_driver));
         line("io_uring_taskrun", q(&self.io_uring_taskrun));
+        line("udp", self.udp.enabled.to_string());
+        line(
+            "udp_flow_idle_seconds",
+            self.udp.flow_idle.as_secs().to_string(),
+        );
+        line(
+            "udp_reply_bytes_per_second",
+            self.udp.reply_bytes_per_second.to_string(),
+        );
+        line(
+            "udp_source_reply_bytes_per_second",
+            self.udp.source_reply_bytes_per_second.to_string(),
+        );
         line("loom.enabled", self.loom.enabled.to_string());
         if self.loom.enabled {
             line("loom.url", q(&self.loom.url));
@@ -1328,6 +1379,23 @@ mod tests {
             c.elasticsearch.auth,
             ElasticAuth::ApiKey("Zm9vOmJhcg==".into())
         );
+    }
+
+    #[test]
+    fn udp_keys() {
+        let c = parse("name=\"a\"\nport=1").unwrap();
+        assert!(!c.udp.enabled);
+        assert_eq!(c.udp.flow_idle, Duration::from_secs(30));
+        assert_eq!(c.udp.reply_bytes_per_second, 65_536);
+        assert_eq!(c.udp.source_reply_bytes_per_second, 512);
+        let c = parse("name=\"a\"\nport=1\nudp=true\nudp_flow_idle_seconds=5\nudp_reply_bytes_per_second=1000\nudp_source_reply_bytes_per_second=100").unwrap();
+        assert!(c.udp.enabled);
+        assert_eq!(c.udp.flow_idle, Duration::from_secs(5));
+        assert_eq!(c.udp.reply_bytes_per_second, 1000);
+        assert_eq!(c.udp.source_reply_bytes_per_second, 100);
+        assert!(c.describe().contains("udp = true\n"));
+        let e = parse("name=\"a\"\nport=1\nudp_flow_idle_seconds=-1").unwrap_err();
+        assert_eq!(e.key, "udp_flow_idle_seconds");
     }
 
     #[test]

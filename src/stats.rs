@@ -23,6 +23,25 @@ pub struct Counters {
     pub accept_errors: AtomicU64,
     /// Live connections now (a gauge).
     pub live: AtomicU64,
+    /// UDP datagrams received (`udp = true`).
+    pub udp_datagrams: AtomicU64,
+    /// UDP datagrams without an original destination (not TPROXY'd: the local address is used).
+    pub udp_no_original_destination: AtomicU64,
+    /// UDP replies sent, and their bytes.
+    pub udp_replies: AtomicU64,
+    pub udp_reply_bytes: AtomicU64,
+    /// UDP replies not sent: a protocol never answered (memcached, CharGEN, SSDP, NTP 6/7).
+    pub udp_suppressed_never: AtomicU64,
+    /// ... larger than the datagram that caused it.
+    pub udp_suppressed_oversize: AtomicU64,
+    /// ... over the source's reply budget.
+    pub udp_suppressed_source_budget: AtomicU64,
+    /// ... over the sensor-wide reply byte rate.
+    pub udp_suppressed_global_budget: AtomicU64,
+    /// Replies the kernel refused (send errors).
+    pub udp_send_errors: AtomicU64,
+    /// Datagrams of new flows while the flow table was full (their flow is not remembered).
+    pub udp_flows_untracked: AtomicU64,
 }
 
 impl Counters {
@@ -53,6 +72,30 @@ impl Counters {
             ("live", &self.live),
         ];
         for (k, v) in fields {
+            w.u64(k, self.get(v));
+        }
+        let udp: [(&str, &AtomicU64); 10] = [
+            ("udp_datagrams", &self.udp_datagrams),
+            (
+                "udp_no_original_destination",
+                &self.udp_no_original_destination,
+            ),
+            ("udp_replies", &self.udp_replies),
+            ("udp_reply_bytes", &self.udp_reply_bytes),
+            ("udp_suppressed_never", &self.udp_suppressed_never),
+            ("udp_suppressed_oversize", &self.udp_suppressed_oversize),
+            (
+                "udp_suppressed_source_budget",
+                &self.udp_suppressed_source_budget,
+            ),
+            (
+                "udp_suppressed_global_budget",
+                &self.udp_suppressed_global_budget,
+            ),
+            ("udp_send_errors", &self.udp_send_errors),
+            ("udp_flows_untracked", &self.udp_flows_untracked),
+        ];
+        for (k, v) in udp {
             w.u64(k, self.get(v));
         }
     }

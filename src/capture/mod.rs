@@ -11,6 +11,7 @@
 pub mod conn;
 pub mod registry;
 pub mod sys;
+pub mod udp;
 pub mod worker;
 
 use crate::config::Config;
@@ -70,6 +71,18 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
             }
         }
     }
+    let mut udp_sockets = Vec::new();
+    if cfg.udp.enabled {
+        for _ in 0..cfg.threads {
+            match udp::bind_socket(addr) {
+                Ok(s) => udp_sockets.push(s),
+                Err(e) => {
+                    eprintln!("spip: cannot receive UDP on {addr}: {e}");
+                    return 1;
+                }
+            }
+        }
+    }
     let counters = Arc::new(Counters::default());
     let output = match crate::sinks::start_all(&cfg) {
         Ok(o) => o,
@@ -121,13 +134,15 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     );
 
     let mut workers = Vec::new();
+    let mut udp_sockets = udp_sockets.into_iter();
     for (i, listener) in listeners.into_iter().enumerate() {
         let for_worker = shared.clone();
+        let udp = udp_sockets.next();
         let spawned = std::thread::Builder::new()
             .name(format!("spip-worker-{i}"))
             .spawn(move || {
                 let shared = for_worker;
-                if let Err(e) = worker::run(shared.clone(), listener, i) {
+                if let Err(e) = worker::run(shared.clone(), listener, udp, i) {
                     eprintln!("spip: worker {i} failed: {e}");
                     if e.raw_os_error() == Some(libc::EPERM)
                         || e.kind() == io::ErrorKind::Unsupported

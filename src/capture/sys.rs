@@ -132,3 +132,34 @@ pub fn raise_nofile_limit() {
         }
     }
 }
+
+/// Asks the kernel for each datagram's original destination (IP_RECVORIGDSTADDR, and
+/// IPV6_RECVORIGDSTADDR on an IPv6 socket, which also receives IPv4-mapped datagrams).
+/// socket2 has no setter for these options.
+pub fn recv_original_destination(socket: &impl AsFd, ipv6: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_fd().as_raw_fd();
+    let on: libc::c_int = 1;
+    let set = |level, name| {
+        // SAFETY: `on` is a live c_int and its size is passed; setsockopt only reads it.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&on as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    set(libc::SOL_IP, libc::IP_RECVORIGDSTADDR)?;
+    if ipv6 {
+        set(libc::SOL_IPV6, libc::IPV6_RECVORIGDSTADDR)?;
+    }
+    Ok(())
+}

@@ -53,23 +53,28 @@ impl Worker {
         self.stop.fired.get()
     }
 
+    /// Resolves when the worker stops (any number of tasks may wait).
+    pub async fn stopped(&self) {
+        self.stop.wait().await
+    }
+
     pub fn connection_closed(&self, id: ConnId) {
         self.registry.borrow_mut().remove(id);
         self.shared.counters.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// A one-shot, single-thread stop notification.
+/// A one-shot, single-thread stop notification (the accept loop and the UDP loop wait).
 #[derive(Default)]
 struct StopSignal {
     fired: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
+    wakers: RefCell<Vec<Waker>>,
 }
 
 impl StopSignal {
     fn fire(&self) {
         self.fired.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
+        for w in self.wakers.borrow_mut().drain(..) {
             w.wake();
         }
     }
@@ -79,7 +84,10 @@ impl StopSignal {
             if self.fired.get() {
                 Poll::Ready(())
             } else {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                let mut wakers = self.wakers.borrow_mut();
+                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    wakers.push(cx.waker().clone());
+                }
                 Poll::Pending
             }
         })
@@ -153,8 +161,14 @@ pub fn build_runtime(choice: DriverChoice, taskrun: &str) -> io::Result<compio::
         .build()
 }
 
-/// Runs one worker until shutdown; `listener` was bound by the main thread.
-pub fn run(shared: Arc<Shared>, listener: std::net::TcpListener, index: usize) -> io::Result<()> {
+/// Runs one worker until shutdown; `listener` (and `udp`, with `udp = true`) were bound by the
+/// main thread.
+pub fn run(
+    shared: Arc<Shared>,
+    listener: std::net::TcpListener,
+    udp: Option<std::net::UdpSocket>,
+    index: usize,
+) -> io::Result<()> {
     let runtime = build_runtime(shared.driver, &shared.cfg.io_uring_taskrun)?;
     if index == 0 {
         let driver = match runtime.driver_type() {
@@ -184,8 +198,13 @@ pub fn run(shared: Arc<Shared>, listener: std::net::TcpListener, index: usize) -
             shared: shared.clone(),
         });
         let ticker = compio::runtime::spawn(tick(worker.clone()));
+        let udp =
+            udp.map(|socket| compio::runtime::spawn(super::udp::serve(worker.clone(), socket)));
         accept_loop(&worker, &listener).await;
         drop(listener);
+        if let Some(udp) = udp {
+            let _ = udp.await;
+        }
         drain(&worker).await;
         worker.sink.borrow_mut().flush();
         drop(ticker);

@@ -99,14 +99,6 @@ impl TurnFields for Unclaimed {
     fn protocol(&self) -> Option<&'static str> {
         self.never.map(Never::as_str)
     }
-
-    fn write_spip(&self, w: &mut JsonWriter<'_>) {
-        if let Some(n) = self.never {
-            w.begin_object("udp");
-            w.str("never_answered", n.as_str().as_bytes());
-            w.end_object();
-        }
-    }
 }
 
 /// Declares every datagram responder, in the order `parse` is tried.
@@ -162,6 +154,70 @@ impl Datagram<'_> {
     /// Whether this is a protocol we never answer.
     pub fn never_answered(&self) -> bool {
         matches!(self, Datagram::Unclaimed(Unclaimed { never: Some(_) }))
+    }
+}
+
+/// What became of a datagram's reply (`spip.udp.reply`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyOutcome {
+    Sent,
+    /// The protocol has no answer for it (or no responder claims it).
+    None,
+    /// A protocol that amplifies.
+    Never,
+    /// The answer was larger than the datagram.
+    Oversize,
+    /// The source's reply budget was spent.
+    SourceBudget,
+    /// The sensor-wide reply byte rate was spent.
+    GlobalBudget,
+    /// The kernel refused to send it.
+    SendError,
+}
+
+impl ReplyOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyOutcome::Sent => "sent",
+            ReplyOutcome::None => "none",
+            ReplyOutcome::Never => "never",
+            ReplyOutcome::Oversize => "oversize",
+            ReplyOutcome::SourceBudget => "source_budget",
+            ReplyOutcome::GlobalBudget => "global_budget",
+            ReplyOutcome::SendError => "send_error",
+        }
+    }
+}
+
+/// A datagram's record fields: the protocol's, plus `spip.udp.*` (what became of the reply).
+pub struct DatagramTurn<'a, 'd> {
+    pub datagram: &'a Datagram<'d>,
+    pub reply: ReplyOutcome,
+    /// Bytes of the reply sent (0 when none was).
+    pub reply_bytes: usize,
+}
+
+impl TurnFields for DatagramTurn<'_, '_> {
+    fn summary(&self) -> bool {
+        self.datagram.summary()
+    }
+    fn protocol(&self) -> Option<&'static str> {
+        self.datagram.protocol()
+    }
+    fn write_ecs(&self, w: &mut JsonWriter<'_>) {
+        self.datagram.write_ecs(w)
+    }
+    fn write_spip(&self, w: &mut JsonWriter<'_>) {
+        self.datagram.write_spip(w);
+        w.begin_object("udp");
+        w.str("reply", self.reply.as_str().as_bytes());
+        if self.reply_bytes > 0 {
+            w.u64("reply_bytes", self.reply_bytes as u64);
+        }
+        if let Datagram::Unclaimed(Unclaimed { never: Some(n) }) = self.datagram {
+            w.str("never_answered", n.as_str().as_bytes());
+        }
+        w.end_object();
     }
 }
 

@@ -159,10 +159,6 @@ fn hello_from_frames(plain: &[u8]) -> Option<Hello> {
 }
 
 impl TurnFields for QuicInitial<'_> {
-    fn summary(&self) -> bool {
-        false // encrypted bytes: the hex is exact, text would be noise
-    }
-
     fn protocol(&self) -> Option<&'static str> {
         Some(Self::NAME)
     }
