@@ -56,6 +56,10 @@ enum Command {
         /// mode = "tproxy"). Implied when the config says mode = "tproxy".
         #[arg(long)]
         tproxy: bool,
+        /// UDP on every port too, via TPROXY and policy routing (nftables or iptables; the
+        /// sensor needs udp = true). Implied when the config says udp = true.
+        #[arg(long)]
+        udp: bool,
         /// The sensor port (default: `port` from --config).
         #[arg(long)]
         port: Option<u16>,
@@ -123,6 +127,7 @@ pub fn main() -> i32 {
             backend,
             dry_run,
             tproxy,
+            udp,
             port,
         }) => redirect(
             &cli.config,
@@ -130,7 +135,7 @@ pub fn main() -> i32 {
             exclude_port,
             backend,
             dry_run,
-            tproxy,
+            (tproxy, udp),
             port,
         ),
         Some(Command::Setup(flags)) => crate::ops::setup::run(&flags),
@@ -190,7 +195,7 @@ fn redirect(
     exclude: Vec<u16>,
     backend: BackendArg,
     dry_run: bool,
-    mut tproxy: bool,
+    (mut tproxy, mut udp): (bool, bool),
     port: Option<u16>,
 ) -> i32 {
     use crate::ops::redirect::{self as r, Action, Backend};
@@ -203,6 +208,7 @@ fn redirect(
         None => match load(config) {
             Ok(cfg) => {
                 tproxy |= cfg.mode == crate::config::Mode::Tproxy;
+                udp |= cfg.udp.enabled;
                 cfg.port
             }
             Err(code) => {
@@ -234,6 +240,7 @@ fn redirect(
         port,
         exclude,
         tproxy,
+        udp,
     };
     let steps = match r::plan(action, backend, &rules) {
         Ok(s) => s,
@@ -377,6 +384,7 @@ mod tests {
                 backend: BackendArg::Iptables,
                 dry_run: true,
                 tproxy: false,
+                udp: false,
                 port: Some(9000),
             }) => assert_eq!(exclude_port, [22, 2222]),
             other => panic!("{other:?}"),

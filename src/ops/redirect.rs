@@ -12,6 +12,11 @@
 //! [`TPROXY_MARK`], plus the policy routing TPROXY needs (`ip rule add fwmark 1 lookup 100`,
 //! `ip route add local 0.0.0.0/0 dev lo table 100`, and the IPv6 twins). The listener must run
 //! with `mode = "tproxy"` (IP_TRANSPARENT).
+//!
+//! UDP (`--udp`, nftables and iptables): REDIRECT would lose a datagram's original port, so UDP
+//! is always TPROXY'd: a `udp_prerouting` chain in the same nft table (iptables: a `SPIP_UDP`
+//! chain in the mangle table with the `TPROXY` target), plus the same policy routing. The
+//! sensor needs `udp = true`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -23,6 +28,8 @@ pub const TPROXY_TABLE: u32 = 100;
 /// The nft table and the iptables chain spip owns.
 pub const NFT_TABLE: &str = "spip";
 pub const IPT_CHAIN: &str = "SPIP";
+/// The iptables mangle chain for UDP TPROXY.
+pub const IPT_UDP_CHAIN: &str = "SPIP_UDP";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -45,6 +52,8 @@ pub struct Rules {
     /// Ports left alone (SSH!), besides `port`.
     pub exclude: Vec<u16>,
     pub tproxy: bool,
+    /// UDP on every port too (always TPROXY).
+    pub udp: bool,
 }
 
 impl Rules {
@@ -147,6 +156,26 @@ pub fn nft_table(r: &Rules) -> String {
         );
     }
     let _ = writeln!(s, "\t}}");
+    if r.udp {
+        let _ = writeln!(s, "\tchain udp_prerouting {{");
+        let _ = writeln!(
+            s,
+            "\t\ttype filter hook prerouting priority mangle; policy accept;"
+        );
+        let _ = writeln!(s, "\t\tudp dport {{ {ports} }} return");
+        let _ = writeln!(
+            s,
+            "\t\tmeta l4proto udp socket transparent 1 meta mark set {TPROXY_MARK} accept"
+        );
+        for family in ["ip", "ip6"] {
+            let _ = writeln!(
+                s,
+                "\t\tfib daddr type local meta l4proto udp meta mark set {TPROXY_MARK} tproxy {family} to :{} accept",
+                r.port
+            );
+        }
+        let _ = writeln!(s, "\t}}");
+    }
     let _ = writeln!(s, "}}");
     s
 }
@@ -188,21 +217,21 @@ fn nft_steps(action: Action, r: &Rules) -> Vec<Step> {
                 stdin: Some(text),
                 ..step(&["nft", "-f", "-"])
             }];
-            if r.tproxy {
+            if r.tproxy || r.udp {
                 steps.extend(tproxy_routing(true));
             }
             steps
         }
         Action::Remove => {
             let mut steps = vec![may_fail(&["nft", "delete", "table", "inet", NFT_TABLE])];
-            if r.tproxy {
+            if r.tproxy || r.udp {
                 steps.extend(tproxy_routing(false));
             }
             steps
         }
         Action::Show => {
             let mut steps = vec![may_fail(&["nft", "list", "table", "inet", NFT_TABLE])];
-            if r.tproxy {
+            if r.tproxy || r.udp {
                 let t = TPROXY_TABLE.to_string();
                 steps.push(may_fail(&["ip", "-4", "rule", "show"]));
                 steps.push(may_fail(&["ip", "-4", "route", "show", "table", &t]));
@@ -286,10 +315,93 @@ fn iptables_steps(action: Action, r: &Rules) -> Vec<Step> {
             }
         }
     }
+    if r.udp {
+        steps.extend(iptables_udp_steps(action, r));
+    }
     steps
 }
 
-/// The commands for `action`. TPROXY is nftables-only.
+/// UDP TPROXY with iptables: the `SPIP_UDP` chain in the mangle table, jumped to from
+/// PREROUTING, and the policy routing.
+fn iptables_udp_steps(action: Action, r: &Rules) -> Vec<Step> {
+    let port = r.port.to_string();
+    let mark = format!("{TPROXY_MARK}/{TPROXY_MARK}");
+    let mut steps = Vec::new();
+    for tool in ["iptables", "ip6tables"] {
+        let mangle = |args: &[&str]| -> Vec<String> {
+            [tool, "-w", "-t", "mangle"]
+                .iter()
+                .chain(args)
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let run = |argv: Vec<String>, may_fail: bool| Step {
+            argv,
+            stdin: None,
+            may_fail,
+        };
+        if action == Action::Show {
+            steps.push(run(mangle(&["-S", IPT_UDP_CHAIN]), true));
+            continue;
+        }
+        steps.push(run(
+            mangle(&["-D", "PREROUTING", "-p", "udp", "-j", IPT_UDP_CHAIN]),
+            true,
+        ));
+        steps.push(run(mangle(&["-F", IPT_UDP_CHAIN]), true));
+        steps.push(run(mangle(&["-X", IPT_UDP_CHAIN]), true));
+        if action == Action::Apply {
+            steps.push(run(mangle(&["-N", IPT_UDP_CHAIN]), false));
+            for p in r.excluded() {
+                let p = p.to_string();
+                steps.push(run(
+                    mangle(&[
+                        "-A",
+                        IPT_UDP_CHAIN,
+                        "-p",
+                        "udp",
+                        "--dport",
+                        &p,
+                        "-j",
+                        "RETURN",
+                    ]),
+                    false,
+                ));
+            }
+            steps.push(run(
+                mangle(&[
+                    "-A",
+                    IPT_UDP_CHAIN,
+                    "-p",
+                    "udp",
+                    "-m",
+                    "addrtype",
+                    "--dst-type",
+                    "LOCAL",
+                    "-j",
+                    "TPROXY",
+                    "--on-port",
+                    &port,
+                    "--tproxy-mark",
+                    &mark,
+                ]),
+                false,
+            ));
+            steps.push(run(
+                mangle(&["-A", "PREROUTING", "-p", "udp", "-j", IPT_UDP_CHAIN]),
+                false,
+            ));
+        }
+    }
+    match action {
+        Action::Apply => steps.extend(tproxy_routing(true)),
+        Action::Remove => steps.extend(tproxy_routing(false)),
+        Action::Show => {}
+    }
+    steps
+}
+
+/// The commands for `action`. TCP TPROXY is nftables-only.
 pub fn plan(action: Action, backend: Backend, r: &Rules) -> Result<Vec<Step>, String> {
     match backend {
         Backend::Nftables => Ok(nft_steps(action, r)),
@@ -348,7 +460,93 @@ mod tests {
             port: 8080,
             exclude: vec![22, 22, 443],
             tproxy,
+            udp: false,
         }
+    }
+
+    #[test]
+    fn udp_tproxy_nftables_chain_and_routing() {
+        let r = Rules {
+            udp: true,
+            ..rules(false)
+        };
+        let t = nft_table(&r);
+        assert!(
+            t.contains("tcp dport { 22, 443, 8080 } return"),
+            "TCP unchanged: {t}"
+        );
+        assert!(t.contains("\tchain udp_prerouting {\n\t\ttype filter hook prerouting priority mangle; policy accept;\n\t\tudp dport { 22, 443, 8080 } return\n"), "{t}");
+        assert!(
+            t.contains(
+                "fib daddr type local meta l4proto udp meta mark set 1 tproxy ip to :8080 accept"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "fib daddr type local meta l4proto udp meta mark set 1 tproxy ip6 to :8080 accept"
+            ),
+            "{t}"
+        );
+        let lines: Vec<String> = plan(Action::Apply, Backend::Nftables, &r)
+            .unwrap()
+            .iter()
+            .map(Step::to_shell)
+            .collect();
+        assert!(lines.contains(&"ip -4 rule add fwmark 1 lookup 100".to_string()));
+        assert!(lines.contains(&"ip -6 route add local ::/0 dev lo table 100".to_string()));
+        let removed: Vec<String> = plan(Action::Remove, Backend::Nftables, &r)
+            .unwrap()
+            .iter()
+            .map(Step::to_shell)
+            .collect();
+        assert_eq!(removed[0], "nft delete table inet spip 2>/dev/null || true");
+        assert!(
+            removed.contains(&"ip -6 rule del fwmark 1 lookup 100 2>/dev/null || true".to_string())
+        );
+        assert!(!removed.iter().any(|l| l.contains(" add ")));
+    }
+
+    #[test]
+    fn udp_tproxy_iptables_mangle_chain_and_exact_remove() {
+        let r = Rules {
+            udp: true,
+            ..rules(false)
+        };
+        let lines: Vec<String> = plan(Action::Apply, Backend::Iptables, &r)
+            .unwrap()
+            .iter()
+            .map(Step::to_shell)
+            .collect();
+        for tool in ["iptables", "ip6tables"] {
+            for want in [
+                format!("{tool} -w -t mangle -N SPIP_UDP"),
+                format!("{tool} -w -t mangle -A SPIP_UDP -p udp --dport 22 -j RETURN"),
+                format!("{tool} -w -t mangle -A SPIP_UDP -p udp --dport 8080 -j RETURN"),
+                format!(
+                    "{tool} -w -t mangle -A SPIP_UDP -p udp -m addrtype --dst-type LOCAL -j TPROXY --on-port 8080 --tproxy-mark 1/1"
+                ),
+                format!("{tool} -w -t mangle -A PREROUTING -p udp -j SPIP_UDP"),
+            ] {
+                assert!(lines.contains(&want), "{want} in {lines:#?}");
+            }
+        }
+        assert!(lines.contains(&"ip -4 rule add fwmark 1 lookup 100".to_string()));
+        let removed: Vec<String> = plan(Action::Remove, Backend::Iptables, &r)
+            .unwrap()
+            .iter()
+            .map(Step::to_shell)
+            .collect();
+        assert!(
+            removed.iter().all(|l| l.ends_with("2>/dev/null || true")),
+            "{removed:#?}"
+        );
+        assert!(
+            removed.contains(&"iptables -w -t mangle -X SPIP_UDP 2>/dev/null || true".to_string())
+        );
+        assert!(removed.contains(
+            &"ip -4 route del local 0.0.0.0/0 dev lo table 100 2>/dev/null || true".to_string()
+        ));
     }
 
     #[test]
