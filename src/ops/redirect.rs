@@ -163,10 +163,9 @@ pub fn nft_table(r: &Rules) -> String {
             "\t\ttype filter hook prerouting priority mangle; policy accept;"
         );
         let _ = writeln!(s, "\t\tudp dport {{ {ports} }} return");
-        let _ = writeln!(
-            s,
-            "\t\tmeta l4proto udp socket transparent 1 meta mark set {TPROXY_MARK} accept"
-        );
+        // No `socket transparent` shortcut as for TCP: it would hand a datagram to the
+        // short-lived socket a reply is sent from (bound to the same address and port), where
+        // it is lost. tproxy itself skips unconnected sockets and picks the sensor's.
         for family in ["ip", "ip6"] {
             let _ = writeln!(
                 s,
