@@ -19,7 +19,8 @@ use crate::protocols::udp::flow::Flows;
 use crate::protocols::udp::{
     Answer, Datagram, DatagramContext, DatagramTurn, ReplyOutcome, answer,
 };
-use crate::record::{ConnMeta, Content, Transport, TurnMeta, write_record};
+use crate::record::{ConnMeta, Content, EventIds, Transport, TurnMeta, write_record};
+use crate::stats::Counters;
 use compio::net::UdpSocket;
 use futures_util::future::{Either, select};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -104,7 +105,7 @@ fn sockaddr(d: &[u8]) -> Option<SocketAddr> {
 }
 
 /// Sends `reply` to `client` from `from` (the datagram's original destination).
-fn send_from(from: SocketAddr, client: SocketAddr, reply: &[u8]) -> io::Result<()> {
+pub fn send_from(reply: &[u8], from: SocketAddr, client: SocketAddr) -> io::Result<()> {
     let socket = Socket::new(Domain::for_address(from), Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_address(true)?;
     set_transparent(&socket, from.is_ipv6())?;
@@ -164,11 +165,30 @@ pub async fn serve(worker: Rc<Worker>, socket: std::net::UdpSocket) {
         match result {
             Ok((len, control_len, from, flags)) => {
                 let truncated = flags.bits() & libc::MSG_TRUNC as u32 != 0;
-                let original = original_destination(control.get(..control_len).unwrap_or(&[]));
-                let datagram = buf.get(..len).unwrap_or(&[]);
-                handle(
-                    &worker, &mut state, datagram, truncated, from, original, local,
-                );
+                let rx = Received {
+                    datagram: buf.get(..len).unwrap_or(&[]),
+                    truncated,
+                    from,
+                    original: original_destination(control.get(..control_len).unwrap_or(&[])),
+                    local,
+                };
+                let who = Identity {
+                    sensor_name: &worker.shared.cfg.name,
+                    community_id_seed: worker.shared.cfg.community_id_seed,
+                };
+                let mut ids = worker.ids.borrow_mut();
+                worker.sink.borrow_mut().push(|out| {
+                    state.datagram(
+                        &rx,
+                        &who,
+                        &mut ids,
+                        &worker.shared.counters,
+                        Instant::now(),
+                        SystemTime::now(),
+                        send_from,
+                        out,
+                    );
+                });
             }
             Err(e) => {
                 // ICMP errors of earlier replies and the like: keep receiving.
@@ -183,127 +203,148 @@ pub async fn serve(worker: Rc<Worker>, socket: std::net::UdpSocket) {
     }
 }
 
-/// Records one datagram and answers it if its protocol, the size rule and the budgets allow.
-fn handle(
-    worker: &Worker,
-    state: &mut UdpState,
-    datagram: &[u8],
-    truncated: bool,
-    from: SocketAddr,
-    original: Option<SocketAddr>,
-    local: Option<SocketAddr>,
-) {
-    let counters = &worker.shared.counters;
-    counters.inc(&counters.udp_datagrams);
-    let now = Instant::now();
-    let wall = SystemTime::now();
-    if now >= state.next_sweep {
-        state.flows.sweep(now);
-        state.budget.sweep(now);
-        state.next_sweep = now + SWEEP_EVERY;
-    }
-    let client = SocketAddr::new(from.ip().to_canonical(), from.port());
-    let (server, has_original) = match original {
-        Some(o) => (o, true),
-        None => {
-            counters.inc(&counters.udp_no_original_destination);
-            (local.unwrap_or(client), false)
+/// One received datagram.
+pub struct Received<'a> {
+    pub datagram: &'a [u8],
+    /// The kernel cut it (MSG_TRUNC).
+    pub truncated: bool,
+    pub from: SocketAddr,
+    /// From the IP_ORIGDSTADDR control message.
+    pub original: Option<SocketAddr>,
+    /// The socket's own address (the destination when there is no original).
+    pub local: Option<SocketAddr>,
+}
+
+/// Settings of the datagram path that come from the config.
+pub struct Identity<'a> {
+    pub sensor_name: &'a str,
+    pub community_id_seed: u16,
+}
+
+impl UdpState {
+    /// Records one datagram (appended to `out`) and answers it through `send(reply, from,
+    /// to)` if its protocol, the size rule and the budgets allow. No IO of its own, so the
+    /// whole per-datagram path runs in benches and tests.
+    #[allow(clippy::too_many_arguments)] // ok: the datagram path's inputs, each distinct
+    pub fn datagram(
+        &mut self,
+        rx: &Received<'_>,
+        who: &Identity<'_>,
+        ids: &mut EventIds,
+        counters: &Counters,
+        now: Instant,
+        wall: SystemTime,
+        send: impl FnOnce(&[u8], SocketAddr, SocketAddr) -> io::Result<()>,
+        out: &mut Vec<u8>,
+    ) -> ReplyOutcome {
+        let datagram = rx.datagram;
+        counters.inc(&counters.udp_datagrams);
+        if now >= self.next_sweep {
+            self.flows.sweep(now);
+            self.budget.sweep(now);
+            self.next_sweep = now + SWEEP_EVERY;
         }
-    };
-    let (flow, random) = {
-        let mut ids = worker.ids.borrow_mut();
-        let flow = state
+        let client = SocketAddr::new(rx.from.ip().to_canonical(), rx.from.port());
+        let (server, has_original) = match rx.original {
+            Some(o) => (o, true),
+            None => {
+                counters.inc(&counters.udp_no_original_destination);
+                (rx.local.unwrap_or(client), false)
+            }
+        };
+        let flow = self
             .flows
-            .datagram(client, server, datagram.len(), now, wall, &mut ids);
-        (flow, ids.next_u64())
-    };
-    if flow.untracked {
-        counters.inc(&counters.udp_flows_untracked);
-    }
-    let parsed = Datagram::parse(server.port(), datagram);
-    let ctx = DatagramContext {
-        client,
-        server,
-        now: wall,
-        random,
-    };
-    let outcome = match answer(&parsed, datagram.len(), &ctx, &mut state.reply) {
-        Answer::Nothing => ReplyOutcome::None,
-        Answer::Never => {
-            counters.inc(&counters.udp_suppressed_never);
-            ReplyOutcome::Never
+            .datagram(client, server, datagram.len(), now, wall, ids);
+        if flow.untracked {
+            counters.inc(&counters.udp_flows_untracked);
         }
-        Answer::Oversize => {
-            counters.inc(&counters.udp_suppressed_oversize);
-            ReplyOutcome::Oversize
-        }
-        Answer::Reply => match state.budget.take(client.ip(), state.reply.len(), now) {
-            Err(Refused::Source) => {
-                counters.inc(&counters.udp_suppressed_source_budget);
-                ReplyOutcome::SourceBudget
+        let parsed = Datagram::parse(server.port(), datagram);
+        let ctx = DatagramContext {
+            client,
+            server,
+            now: wall,
+            random: ids.next_u64(),
+        };
+        let outcome = match answer(&parsed, datagram.len(), &ctx, &mut self.reply) {
+            Answer::Nothing => ReplyOutcome::None,
+            Answer::Never => {
+                counters.inc(&counters.udp_suppressed_never);
+                ReplyOutcome::Never
             }
-            Err(Refused::Global) => {
-                counters.inc(&counters.udp_suppressed_global_budget);
-                ReplyOutcome::GlobalBudget
+            Answer::Oversize => {
+                counters.inc(&counters.udp_suppressed_oversize);
+                ReplyOutcome::Oversize
             }
-            Ok(()) => match send_from(server, client, &state.reply) {
-                Ok(()) => {
-                    counters.inc(&counters.udp_replies);
-                    counters.add(&counters.udp_reply_bytes, state.reply.len() as u64);
-                    ReplyOutcome::Sent
+            Answer::Reply => match self.budget.take(client.ip(), self.reply.len(), now) {
+                Err(Refused::Source) => {
+                    counters.inc(&counters.udp_suppressed_source_budget);
+                    ReplyOutcome::SourceBudget
                 }
-                Err(_) => {
-                    counters.inc(&counters.udp_send_errors);
-                    ReplyOutcome::SendError
+                Err(Refused::Global) => {
+                    counters.inc(&counters.udp_suppressed_global_budget);
+                    ReplyOutcome::GlobalBudget
                 }
+                Ok(()) => match send(&self.reply, server, client) {
+                    Ok(()) => {
+                        counters.inc(&counters.udp_replies);
+                        counters.add(&counters.udp_reply_bytes, self.reply.len() as u64);
+                        ReplyOutcome::Sent
+                    }
+                    Err(_) => {
+                        counters.inc(&counters.udp_send_errors);
+                        ReplyOutcome::SendError
+                    }
+                },
             },
-        },
-    };
-    let community = community_id_v1(
-        worker.shared.engine.community_id_seed,
-        client.ip(),
-        client.port(),
-        server.ip(),
-        server.port(),
-        IPPROTO_UDP,
-    );
-    let meta = ConnMeta {
-        event_id: flow.id.as_str(),
-        sensor_name: &worker.shared.cfg.name,
-        source: client,
-        destination: server,
-        original_destination: has_original,
-        community_id: community.as_str(),
-        started: flow.started,
-        transport: Transport::Udp,
-    };
-    let turn = TurnMeta {
-        turn: flow.turn,
-        at: wall,
-        client_bytes: flow.client_bytes,
-        truncated,
-        close_reason: None,
-        budget_exhausted: false,
-    };
-    let fields = DatagramTurn {
-        datagram: &parsed,
-        reply: outcome,
-        reply_bytes: if outcome == ReplyOutcome::Sent {
-            state.reply.len()
-        } else {
-            0
-        },
-    };
-    let content = Content {
-        payload: datagram,
-        fields: &fields,
-        tls: None,
-    };
-    let content = (!datagram.is_empty()).then_some(&content);
-    worker
-        .sink
-        .borrow_mut()
-        .push(|out| write_record(out, &meta, &turn, content));
+        };
+        let community = community_id_v1(
+            who.community_id_seed,
+            client.ip(),
+            client.port(),
+            server.ip(),
+            server.port(),
+            IPPROTO_UDP,
+        );
+        let meta = ConnMeta {
+            event_id: flow.id.as_str(),
+            sensor_name: who.sensor_name,
+            source: client,
+            destination: server,
+            original_destination: has_original,
+            community_id: community.as_str(),
+            started: flow.started,
+            transport: Transport::Udp,
+        };
+        let turn = TurnMeta {
+            turn: flow.turn,
+            at: wall,
+            client_bytes: flow.client_bytes,
+            truncated: rx.truncated,
+            close_reason: None,
+            budget_exhausted: false,
+        };
+        let fields = DatagramTurn {
+            datagram: &parsed,
+            reply: outcome,
+            reply_bytes: if outcome == ReplyOutcome::Sent {
+                self.reply.len()
+            } else {
+                0
+            },
+        };
+        let content = Content {
+            payload: datagram,
+            fields: &fields,
+            tls: None,
+        };
+        write_record(
+            out,
+            &meta,
+            &turn,
+            (!datagram.is_empty()).then_some(&content),
+        );
+        outcome
+    }
 }
 
 #[cfg(test)]
@@ -356,5 +397,89 @@ mod tests {
         let mut huge = cmsg(libc::SOL_IP, libc::IP_ORIGDSTADDR, &v4);
         huge[..size_of::<usize>()].copy_from_slice(&usize::MAX.to_ne_bytes());
         assert_eq!(original_destination(&huge), None);
+    }
+
+    #[test]
+    fn the_datagram_path_records_replies_and_suppresses() {
+        let cfg = crate::config::Config::from_toml_str(
+            "name = \"t\"\nport = 8080\nudp = true\nthreads = 1\nudp_source_reply_bytes_per_second = 10",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        let mut state = UdpState::new(&cfg, t0);
+        let mut ids = EventIds::new();
+        let counters = Counters::default();
+        let who = Identity {
+            sensor_name: "t",
+            community_id_seed: 0,
+        };
+        let dns = include_bytes!("../../tests/data/udp/dig_a.bin");
+        let rx = |datagram: &'static [u8], port: u16| Received {
+            datagram,
+            truncated: false,
+            from: "[::ffff:192.0.2.7]:40000".parse().unwrap(),
+            original: Some(SocketAddr::new("198.51.100.2".parse().unwrap(), port)),
+            local: None,
+        };
+        let mut sent = Vec::new();
+        let mut out = Vec::new();
+        let mut run = |state: &mut UdpState, rx: &Received<'_>, out: &mut Vec<u8>| {
+            state.datagram(
+                rx,
+                &who,
+                &mut ids,
+                &counters,
+                t0,
+                SystemTime::UNIX_EPOCH,
+                |reply: &[u8], from, to| {
+                    sent.push((reply.len(), from, to));
+                    Ok(())
+                },
+                out,
+            )
+        };
+        // The source's burst is 80 bytes: one 45-byte answer, then its budget is spent.
+        assert_eq!(run(&mut state, &rx(dns, 53), &mut out), ReplyOutcome::Sent);
+        assert_eq!(
+            run(&mut state, &rx(dns, 53), &mut out),
+            ReplyOutcome::SourceBudget
+        );
+        assert_eq!(
+            run(&mut state, &rx(b"stats\r\n", 11211), &mut out),
+            ReplyOutcome::Never
+        );
+        assert_eq!(sent.len(), 1);
+        let (len, from, to) = sent[0];
+        assert!(len <= dns.len());
+        assert_eq!(from, "198.51.100.2:53".parse().unwrap());
+        assert_eq!(to, "192.0.2.7:40000".parse().unwrap());
+        let recs: Vec<serde_json::Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(recs.len(), 3);
+        assert_eq!(recs[0]["network"]["transport"], "udp");
+        assert_eq!(recs[0]["source"]["ip"], "192.0.2.7");
+        assert_eq!(recs[0]["event"]["id"], recs[1]["event"]["id"], "one flow");
+        assert_eq!(recs[1]["spip"]["turn"], 2);
+        assert_eq!(recs[1]["source"]["bytes"], 2 * dns.len());
+        assert_eq!(recs[1]["spip"]["udp"]["reply"], "source_budget");
+        assert_ne!(recs[2]["event"]["id"], recs[0]["event"]["id"]);
+        // Community ID over protocol 17.
+        let cid = community_id_v1(
+            0,
+            "192.0.2.7".parse().unwrap(),
+            40000,
+            "198.51.100.2".parse().unwrap(),
+            53,
+            17,
+        );
+        assert_eq!(recs[0]["network"]["community_id"], cid.as_str());
+        assert_eq!(counters.get(&counters.udp_datagrams), 3);
+        assert_eq!(counters.get(&counters.udp_suppressed_source_budget), 1);
+        assert_eq!(counters.get(&counters.udp_suppressed_never), 1);
+        assert_eq!(counters.get(&counters.udp_replies), 1);
     }
 }
