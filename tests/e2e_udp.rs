@@ -18,6 +18,24 @@ const PEER6: &str = "fd00:214::2";
 const DIG_A: &[u8] = include_bytes!("data/udp/dig_a.bin");
 const SNMP_V2C: &[u8] = include_bytes!("data/udp/snmpget_v2c.bin");
 const SIP_OPTIONS: &[u8] = include_bytes!("data/udp/sipsak_options.bin");
+const QUIC_HEX: &str = include_str!("data/udp/rfc9001_a2_client_initial.hex");
+/// An NTP v4 client request (mode 3) with a transmit timestamp.
+const NTP_REQUEST: &[u8; 48] = &{
+    let mut p = [0u8; 48];
+    p[0] = 0x23;
+    p[40] = 0xe9;
+    p[47] = 0x01;
+    p
+};
+
+fn quic_initial() -> &'static [u8] {
+    let hex = QUIC_HEX.trim();
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    bytes.leak()
+}
 
 static NS_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -112,11 +130,17 @@ fn firewall_and_routing(ns: &Netns) -> String {
 }
 
 fn redirect(host: &Netns, action: &str) {
+    redirect_with(host, action, "nftables")
+}
+
+fn redirect_with(host: &Netns, action: &str, backend: &str) {
     let out = host
         .cmd(&[
             bin(),
             "redirect",
             action,
+            "--backend",
+            backend,
             "--udp",
             "--exclude-port",
             "22",
@@ -221,6 +245,17 @@ fn real_clients_and_replies_from_the_original_address_within_the_request_size() 
             d.len()
         );
     }
+    // NTP mode 3: 48 bytes in, 48 out, echoing the client's transmit time.
+    let ntp = ask(&peer, &format!("{HOST4}:123"), &[NTP_REQUEST]);
+    let (reply, from) = ntp[0].clone().expect("NTP reply");
+    assert_eq!(
+        (reply.len(), from),
+        (48, format!("{HOST4}:123").parse().unwrap())
+    );
+    assert_eq!(reply[24..32], NTP_REQUEST[40..48]);
+    // A QUIC Initial is fingerprinted, never answered.
+    let quic = ask(&peer, &format!("{HOST4}:443"), &[quic_initial()]);
+    assert!(quic[0].is_none(), "QUIC answered");
     // Amplifiers get nothing.
     let stats = b"\x00\x01\x00\x00\x00\x01\x00\x00stats\r\n";
     let never = ask(&peer, &format!("{HOST4}:11211"), &[stats]);
@@ -228,7 +263,15 @@ fn real_clients_and_replies_from_the_original_address_within_the_request_size() 
     // A flow: two datagrams from one socket share an event.id.
     ask(&peer, &format!("{HOST4}:4444"), &[b"one\n", b"two\n"]);
 
-    let recs = udp_records(&sensor, 10);
+    let recs = udp_records(&sensor, 12);
+    let quic = by_port(&recs, 443);
+    assert_eq!(quic[0]["network"]["protocol"], "quic");
+    assert_eq!(
+        quic[0]["tls"]["client"]["hash"]["ja4"],
+        "q13d0211an_62ed6f6ca7ad_4d634acda6c0"
+    );
+    assert_eq!(quic[0]["tls"]["client"]["server_name"], "example.com");
+    assert_eq!(by_port(&recs, 123)[0]["spip"]["udp"]["reply_bytes"], 48);
     let dns = by_port(&recs, 53);
     assert!(dns.len() >= 2, "{recs:#?}");
     assert_eq!(dns[0]["network"]["protocol"], "dns");
@@ -331,6 +374,47 @@ fn a_source_over_its_reply_budget_gets_no_more_replies() {
     );
 }
 
+fn iptables_backend_tproxies_udp_and_remove_is_exact() {
+    let (host, peer) = host_and_peer();
+    // Rules and user chains (iptables-nft shows empty built-in tables once anything touched
+    // them, as e2e_ops notes), then policy rules and routes.
+    let saved = |ns: &Netns| {
+        let mut s = String::new();
+        for tool in ["iptables-save", "ip6tables-save"] {
+            let out = String::from_utf8(ns.run(&[tool]).stdout).unwrap();
+            for l in out.lines().filter(|l| {
+                l.starts_with('-') || (l.starts_with(':') && !l.ends_with("ACCEPT [0:0]"))
+            }) {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        let routing = firewall_and_routing(ns);
+        s + routing.split_once("0:\tfrom all").map_or("", |(_, r)| r)
+    };
+    let before = saved(&host);
+    let mut sensor = Sensor::start(&host, "udp = true\n");
+    redirect_with(&host, "apply", "iptables");
+    for dst in [format!("{HOST4}:53"), format!("[{HOST6}]:5353")] {
+        let replies = ask(&peer, &dst, &[DIG_A]);
+        let (reply, from) = replies[0]
+            .clone()
+            .unwrap_or_else(|| panic!("no reply from {dst}"));
+        assert_eq!(from, dst.parse::<SocketAddr>().unwrap());
+        assert!(reply.len() <= DIG_A.len());
+    }
+    let recs = udp_records(&sensor, 2);
+    assert_eq!(
+        by_port(&recs, 53)[0]["dns"]["question"]["name"],
+        "example.com"
+    );
+    assert_eq!(by_port(&recs, 5353)[0]["destination"]["ip"], HOST6);
+    redirect_with(&host, "remove", "iptables");
+    assert_eq!(before, saved(&host), "remove must restore rules and routes");
+    let (code, _) = sensor.stop();
+    assert_eq!(code, 0);
+}
+
 fn redirect_udp_dry_run_prints_tproxy_rules() {
     let out = std::process::Command::new(bin())
         .args([
@@ -362,6 +446,7 @@ common::test_main! {
     needs_root: [
         real_clients_and_replies_from_the_original_address_within_the_request_size,
         a_source_over_its_reply_budget_gets_no_more_replies,
+        iptables_backend_tproxies_udp_and_remove_is_exact,
     ],
     no_root: [
         redirect_udp_dry_run_prints_tproxy_rules,
