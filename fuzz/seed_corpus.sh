@@ -52,6 +52,12 @@ put("config", "full", b'name = "s"\nip = "0.0.0.0"\nport = 443\ncert_path = "c.p
     b'log_file = ""\nread_timeout_seconds = 30\ncommunity_id_seed = 1\n\n[loom]\nenabled = true\n'
     b'url = "https://loom.example/ingest"\nsensor_id = "x"\ntoken = "t"\nflush_interval = "10s"\n')
 PY
-for t in tls_client_hello http_request ssh_kexinit inspect config http2; do
+# UDP datagrams: the captured client datagrams and the RFC 9001 QUIC Initial.
+udp=$here/../tests/data/udp
+mkdir -p "$here/corpus/datagram"
+cp "$udp"/*.bin "$here/corpus/datagram/"
+python3 -c "import sys; open(sys.argv[2], 'wb').write(bytes.fromhex(open(sys.argv[1]).read()))" \
+    "$udp/rfc9001_a2_client_initial.hex" "$here/corpus/datagram/quic_initial"
+for t in tls_client_hello http_request ssh_kexinit inspect config http2 datagram; do
     echo "$t: $(ls "$here/corpus/$t" | wc -l) seeds"
 done
