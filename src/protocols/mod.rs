@@ -17,6 +17,7 @@
 use crate::json::JsonWriter;
 use std::net::SocketAddr;
 
+pub mod ntlm;
 #[cfg(test)]
 pub mod testing;
 
@@ -234,5 +235,6 @@ macro_rules! registry {
 // One line per protocol, in detection order. `raw` (never detected) answers what nothing else
 // claims: the client's IP, as Spip does.
 registry! {
+    Smb => smb::Smb,
     Raw => raw::Raw,
 }
