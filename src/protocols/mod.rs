@@ -236,5 +236,6 @@ macro_rules! registry {
 // claims: the client's IP, as Spip does.
 registry! {
     Smb => smb::Smb,
+    Mssql => mssql::Mssql,
     Raw => raw::Raw,
 }
