@@ -237,5 +237,6 @@ macro_rules! registry {
 registry! {
     Smb => smb::Smb,
     Mssql => mssql::Mssql,
+    Rdp => rdp::Rdp,
     Raw => raw::Raw,
 }

@@ -112,6 +112,8 @@ pub enum Message<'a> {
         encryption: Option<u8>,
         /// The client library's version (major, minor, build).
         version: Option<(u8, u8, u16)>,
+        /// The client sent a MARS option (the answer carries one only then).
+        mars: bool,
     },
     Login(Login<'a>),
     Sspi(Option<ntlm::Message<'a>>),
@@ -239,18 +241,21 @@ impl Responder for Mssql {
             Some(&PRELOGIN) => {
                 let mut encryption = None;
                 let mut version = None;
+                let mut mars = false;
                 for (token, data) in prelogin_options(payload) {
                     match (token, data) {
                         (0, [major, minor, b0, b1, ..]) => {
                             version = Some((*major, *minor, u16::from_be_bytes([*b0, *b1])));
                         }
                         (1, [e, ..]) => encryption = Some(*e),
+                        (4, _) => mars = true,
                         _ => {}
                     }
                 }
                 Message::PreLogin {
                     encryption,
                     version,
+                    mars,
                 }
             }
             Some(&LOGIN7) => Message::Login(parse_login(payload)),
@@ -267,8 +272,8 @@ impl Responder for Mssql {
         let mut netbios = [0u8; 15];
         let server = ntlm::netbios_name(&ctx.settings.hostname, &mut netbios);
         match &turn.message {
-            Message::PreLogin { .. } => {
-                prelogin_response(out);
+            Message::PreLogin { mars, .. } => {
+                prelogin_response(out, *mars);
                 After::KeepOpen
             }
             Message::Login(Login {
@@ -317,12 +322,16 @@ fn end_packet(out: &mut [u8], at: usize) {
     out[at + 2..at + 4].copy_from_slice(&len.to_be_bytes());
 }
 
-fn prelogin_response(out: &mut Vec<u8>) {
+/// VERSION, ENCRYPTION, INSTOPT, THREADID (empty) and, when the client sent one, MARS.
+fn prelogin_response(out: &mut Vec<u8>, mars: bool) {
     let at = begin_packet(out);
-    // VERSION, ENCRYPTION, INSTOPT, THREADID (empty), MARS, terminator; then the data.
-    let options: [(u8, u16); 5] = [(0, 6), (1, 1), (2, 1), (3, 0), (4, 1)];
+    let options: &[(u8, u16)] = if mars {
+        &[(0, 6), (1, 1), (2, 1), (3, 0), (4, 1)]
+    } else {
+        &[(0, 6), (1, 1), (2, 1), (3, 0)]
+    };
     let mut offset = (options.len() * 5 + 1) as u16;
-    for (token, len) in options {
+    for &(token, len) in options {
         out.push(token);
         out.extend_from_slice(&offset.to_be_bytes());
         out.extend_from_slice(&len.to_be_bytes());
@@ -332,7 +341,9 @@ fn prelogin_response(out: &mut Vec<u8>) {
     out.extend_from_slice(&SERVER_VERSION);
     out.push(ENCRYPT_NOT_SUP);
     out.push(0); // INSTOPT: the default instance
-    out.push(0); // MARS off
+    if mars {
+        out.push(0); // off
+    }
     end_packet(out, at);
 }
 
@@ -419,6 +430,7 @@ impl TurnFields for MssqlTurn<'_> {
             Message::PreLogin {
                 encryption,
                 version,
+                ..
             } => {
                 w.str("message", b"prelogin");
                 if let Some(e) = encryption {
@@ -580,6 +592,16 @@ mod tests {
         assert_eq!(t.turns[0].bytes, stream);
         assert_eq!(t.turns[0].spip["mssql"]["message"], "login7");
         assert_splits_agree::<Mssql>(false, &stream);
+    }
+
+    #[test]
+    fn nmap_prelogin_gets_what_nmap_knows_as_sql_server_2019() {
+        // nmap-service-probes `Probe TCP ms-sql-s` and its SQL Server 2019 match.
+        let probe = b"\x12\x01\x00\x34\x00\x00\x00\x00\x00\x00\x15\x00\x06\x01\x00\x1b\x00\x01\x02\x00\x1c\x00\x0c\x03\x00\x28\x00\x04\xff\x08\x00\x01\x55\x00\x00\x00\x4d\x53\x53\x51\x4c\x53\x65\x72\x76\x65\x72\x00\x48\x0f\x00\x00";
+        let t = converse::<Mssql>(false, &[probe]);
+        let expected = b"\x04\x01\x00\x25\x00\x00\x01\x00\x00\x00\x15\x00\x06\x01\x00\x1b\x00\x01\x02\x00\x1c\x00\x01\x03\x00\x1d\x00\x00\xff\x0f\x00";
+        assert!(t.turns[0].reply.starts_with(expected), "{:02x?}", t.turns[0].reply);
+        assert_eq!(t.turns[0].reply.len(), 0x25);
     }
 
     #[test]
