@@ -40,11 +40,15 @@ for i, v in enumerate(json.load(open(os.path.join(vec, "hassh_vectors.json")))["
         put("ssh_kexinit", f"kex{i}", s); put("inspect", f"kex{i}", s)
     else:
         put("ssh_kexinit", f"banner{i}", (v["client_banner"] + "\n").encode())
+ntlm_dir = os.path.join(os.path.dirname(vec.rstrip("/")), "ntlm")
+for name in sorted(os.listdir(ntlm_dir)):
+    if name.endswith(".hex"):
+        put("ntlm", name[:-4], bytes.fromhex(open(os.path.join(ntlm_dir, name)).read().strip()))
 put("config", "minimal", b'name = "sensor-1"\nport = 8080\n')
 put("config", "full", b'name = "s"\nip = "0.0.0.0"\nport = 443\ncert_path = "c.pem"\nkey_path = "k.pem"\n'
     b'log_file = ""\nread_timeout_seconds = 30\ncommunity_id_seed = 1\n\n[loom]\nenabled = true\n'
     b'url = "https://loom.example/ingest"\nsensor_id = "x"\ntoken = "t"\nflush_interval = "10s"\n')
 PY
-for t in tls_client_hello http_request ssh_kexinit inspect config; do
+for t in tls_client_hello http_request ssh_kexinit inspect config ntlm; do
     echo "$t: $(ls "$here/corpus/$t" | wc -l) seeds"
 done

@@ -1,0 +1,26 @@
+#![no_main]
+//! NTLM messages (bare or inside an SPNEGO blob): parse, record fields as JSON, hashcat line.
+use libfuzzer_sys::fuzz_target;
+use spip::json::JsonWriter;
+use spip::protocols::ntlm::{self, Message};
+
+fuzz_target!(|data: &[u8]| {
+    let Some(at) = ntlm::find(data) else {
+        return;
+    };
+    let Ok(msg) = ntlm::parse(&data[at..]) else {
+        return;
+    };
+    let mut out = Vec::new();
+    let mut w = JsonWriter::new(&mut out);
+    w.begin();
+    if let Message::Authenticate(a) = &msg {
+        a.write_ecs(&mut w);
+    }
+    ntlm::write_spip(&msg, Some(&[0x11; 8]), &mut w);
+    w.finish();
+    let value: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+    assert!(value.is_object());
+    // Every byte written comes from a field of the message: bounded by it.
+    assert!(out.len() <= 512 + 12 * data.len());
+});
