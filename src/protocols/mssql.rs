@@ -285,12 +285,10 @@ impl Responder for Mssql {
                     netbios: server,
                     dns: ctx.settings.hostname.as_bytes(),
                 };
-                let mut token = Vec::with_capacity(256);
-                ntlm::write_challenge(&mut token, n.flags, &challenge, names);
                 let at = begin_packet(out);
                 out.push(0xed); // SSPI token
-                out.extend_from_slice(&(token.len() as u16).to_le_bytes());
-                out.extend_from_slice(&token);
+                out.extend_from_slice(&(ntlm::challenge_len(names) as u16).to_le_bytes());
+                ntlm::write_challenge(out, n.flags, &challenge, names);
                 end_packet(out, at);
                 self.state = State::Challenged { challenge };
                 After::KeepOpen

@@ -411,6 +411,13 @@ fn put_av(out: &mut Vec<u8>, id: u16, ascii: &[u8]) {
     put_utf16(out, ascii);
 }
 
+/// The length of the CHALLENGE [`write_challenge`] writes for `names` (wrappers put it first).
+pub fn challenge_len(names: ServerNames<'_>) -> usize {
+    let (netbios, dns) = (names.netbios.len() * 2, names.dns.len() * 2);
+    // Header and version, target name, four AV pairs and the end of the list.
+    56 + netbios + (4 + netbios) * 2 + (4 + dns) * 2 + 4
+}
+
 /// Appends our CHALLENGE to `out`, answering the client's NEGOTIATE flags.
 pub fn write_challenge(
     out: &mut Vec<u8>,
@@ -538,6 +545,7 @@ mod tests {
             dns: b"filesrv",
         };
         write_challenge(&mut out, 0xe2088297, &[9; 8], names);
+        assert_eq!(out.len(), challenge_len(names));
         assert_eq!(parse(&out), Ok(Message::Challenge));
         assert_eq!(&out[24..32], &[9; 8]);
         let flags = u32_at(&out, 20).unwrap();

@@ -446,6 +446,15 @@ fn der_len(out: &mut Vec<u8>, len: usize) {
     }
 }
 
+/// A DER tag, its length and `len` content bytes: how long the whole is.
+fn der_size(len: usize) -> usize {
+    1 + match len {
+        0..=0x7f => 1,
+        0x80..=0xff => 2,
+        _ => 3,
+    } + len
+}
+
 fn challenge_response(
     out: &mut Vec<u8>,
     req: &Header,
@@ -460,8 +469,6 @@ fn challenge_response(
         netbios: ntlm::netbios_name(&ctx.settings.hostname, &mut netbios),
         dns: ctx.settings.hostname.as_bytes(),
     };
-    let mut token = Vec::with_capacity(256);
-    ntlm::write_challenge(&mut token, client_flags, challenge, names);
     let at = begin_response(out, req, STATUS_MORE_PROCESSING_REQUIRED, session_id);
     out.extend_from_slice(&9u16.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes()); // session flags
@@ -470,35 +477,32 @@ fn challenge_response(
     out.extend_from_slice(&0u16.to_le_bytes());
     let blob = out.len();
     if spnego {
-        write_neg_token_resp(out, &token);
-    } else {
-        out.extend_from_slice(&token);
+        neg_token_resp_head(out, ntlm::challenge_len(names));
     }
+    ntlm::write_challenge(out, client_flags, challenge, names);
     let blob_len = (out.len() - blob) as u16;
     out[len_at..len_at + 2].copy_from_slice(&blob_len.to_le_bytes());
     end_response(out, at);
 }
 
-/// SPNEGO NegTokenResp: accept-incomplete, NTLMSSP, and `token` (the CHALLENGE).
-fn write_neg_token_resp(out: &mut Vec<u8>, token: &[u8]) {
-    let mut octets = vec![0x04];
-    der_len(&mut octets, token.len());
-    let response_token_len = octets.len() + token.len();
-    let mut a2 = vec![0xa2];
-    der_len(&mut a2, response_token_len);
-    let seq_len = 5 + 2 + NTLMSSP_OID.len() + a2.len() + response_token_len;
-    let mut seq = vec![0x30];
-    der_len(&mut seq, seq_len);
+/// SPNEGO NegTokenResp up to its response token, a CHALLENGE of `token_len` bytes that the
+/// caller writes next: accept-incomplete, NTLMSSP.
+fn neg_token_resp_head(out: &mut Vec<u8>, token_len: usize) {
+    const NEG_STATE: &[u8] = &[0xa0, 0x03, 0x0a, 0x01, 0x01]; // accept-incomplete
+    let octets = der_size(token_len);
+    let fields = NEG_STATE.len() + der_size(NTLMSSP_OID.len()) + der_size(octets);
     out.push(0xa1);
-    der_len(out, seq.len() + seq_len);
-    out.extend_from_slice(&seq);
-    out.extend_from_slice(&[0xa0, 0x03, 0x0a, 0x01, 0x01]); // negState: accept-incomplete
+    der_len(out, der_size(fields));
+    out.push(0x30);
+    der_len(out, fields);
+    out.extend_from_slice(NEG_STATE);
     out.push(0xa1);
     out.push(NTLMSSP_OID.len() as u8);
     out.extend_from_slice(NTLMSSP_OID);
-    out.extend_from_slice(&a2);
-    out.extend_from_slice(&octets);
-    out.extend_from_slice(token);
+    out.push(0xa2);
+    der_len(out, octets);
+    out.push(0x04);
+    der_len(out, token_len);
 }
 
 fn dialect_name(code: u16) -> Option<&'static str> {
@@ -644,6 +648,10 @@ mod tests {
             ntlm::parse(&setup1.reply[at..]),
             Ok(ntlm::Message::Challenge)
         );
+        // The SPNEGO NegTokenResp around it: [1] of exactly the blob's length.
+        let blob = &setup1.reply[4 + 64 + 8..];
+        assert_eq!(&blob[..2], &[0xa1, 0x81]);
+        assert_eq!(usize::from(blob[2]) + 3, blob.len());
         assert_eq!(setup1.spip["ntlm"]["message"], "negotiate");
         assert_eq!(setup1.spip["ntlm"]["version"], "6.1.0");
         // SESSION_SETUP 2: the credentials, refused.
@@ -664,6 +672,26 @@ mod tests {
         for turn in &t.turns {
             let len = u32::from_be_bytes([0, turn.reply[1], turn.reply[2], turn.reply[3]]);
             assert_eq!(len as usize + 4, turn.reply.len());
+        }
+    }
+
+    #[test]
+    fn spnego_lengths_hold_for_any_challenge_size() {
+        fn outer(b: &[u8]) -> (usize, usize) {
+            match b[1] {
+                0x81 => (3, usize::from(b[2])),
+                0x82 => (4, usize::from(u16::from_be_bytes([b[2], b[3]]))),
+                n => (2, usize::from(n)),
+            }
+        }
+        for token_len in [10, 100, 120, 200, 300, 4000] {
+            let mut out = Vec::new();
+            neg_token_resp_head(&mut out, token_len);
+            out.resize(out.len() + token_len, 0);
+            let (head, len) = outer(&out);
+            assert_eq!(head + len, out.len(), "token of {token_len}");
+            let (head2, len2) = outer(&out[head..]);
+            assert_eq!(head2 + len2, len, "token of {token_len}");
         }
     }
 
