@@ -45,13 +45,9 @@ enum State {
     /// Before the SMB2 NEGOTIATE.
     Start,
     /// A dialect is chosen; the next SESSION_SETUP carries the NTLM NEGOTIATE.
-    Negotiated { dialect: u16 },
+    Negotiated,
     /// Our CHALLENGE is out; the next SESSION_SETUP carries the AUTHENTICATE.
-    Challenged {
-        dialect: u16,
-        challenge: [u8; 8],
-        session_id: u64,
-    },
+    Challenged { challenge: [u8; 8], session_id: u64 },
 }
 
 pub struct Smb {
@@ -195,11 +191,8 @@ fn parse_smb2(msg: &[u8]) -> Message<'_> {
 }
 
 impl Smb {
-    fn dialect(&self) -> Option<u16> {
-        match self.state {
-            State::Start => None,
-            State::Negotiated { dialect } | State::Challenged { dialect, .. } => Some(dialect),
-        }
+    fn negotiated(&self) -> bool {
+        !matches!(self.state, State::Start)
     }
 }
 
@@ -288,7 +281,7 @@ impl Responder for Smb {
                     After::KeepOpen
                 } else if offers(b"SMB 2.002") {
                     negotiate_response(out, &Header::default(), 0x0202, ctx);
-                    self.state = State::Negotiated { dialect: 0x0202 };
+                    self.state = State::Negotiated;
                     After::KeepOpen
                 } else {
                     // SMB1 is off (the Windows default since 2017): hang up.
@@ -304,7 +297,7 @@ impl Responder for Smb {
                 match chosen {
                     Some(dialect) => {
                         negotiate_response(out, header, dialect, ctx);
-                        self.state = State::Negotiated { dialect };
+                        self.state = State::Negotiated;
                         After::KeepOpen
                     }
                     None => {
@@ -314,9 +307,9 @@ impl Responder for Smb {
                 }
             }
             Message::SessionSetup { header, spnego, ntlm } => {
-                let Some(dialect) = self.dialect() else {
+                if !self.negotiated() {
                     return After::Close;
-                };
+                }
                 match (ntlm, &self.state) {
                     (Some(ntlm::Message::Negotiate(n)), _) => {
                         let challenge = ctx.random_bytes::<8>(0x534d_4243);
@@ -325,21 +318,20 @@ impl Responder for Smb {
                             u64::from_le_bytes(ctx.random_bytes::<8>(0x534d_4249)) | 1;
                         challenge_response(out, header, session_id, *spnego, n.flags, &challenge, ctx);
                         self.state = State::Challenged {
-                            dialect,
                             challenge,
                             session_id,
                         };
                     }
                     (_, State::Challenged { session_id, .. }) => {
                         error_response(out, header, STATUS_LOGON_FAILURE, *session_id);
-                        self.state = State::Negotiated { dialect };
+                        self.state = State::Negotiated;
                     }
                     _ => error_response(out, header, STATUS_LOGON_FAILURE, 0),
                 }
                 After::KeepOpen
             }
             Message::Other { header } => {
-                if self.dialect().is_none() {
+                if !self.negotiated() {
                     return After::Close;
                 }
                 match header.command {
