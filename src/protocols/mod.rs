@@ -234,5 +234,8 @@ macro_rules! registry {
 // One line per protocol, in detection order. `raw` (never detected) answers what nothing else
 // claims: the client's IP, as Spip does.
 registry! {
+    Mysql => mysql::Mysql,
+    Postgres => postgres::Postgres,
+    Redis => redis::Redis,
     Raw => raw::Raw,
 }
