@@ -237,5 +237,6 @@ registry! {
     Mysql => mysql::Mysql,
     Postgres => postgres::Postgres,
     Redis => redis::Redis,
+    Vnc => vnc::Vnc,
     Raw => raw::Raw,
 }
