@@ -238,5 +238,6 @@ registry! {
     Postgres => postgres::Postgres,
     Redis => redis::Redis,
     Vnc => vnc::Vnc,
+    Mongodb => mongodb::Mongodb,
     Raw => raw::Raw,
 }
