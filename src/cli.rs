@@ -144,7 +144,7 @@ fn run(path: &std::path::Path, check: bool) -> i32 {
     };
     if check {
         if let Some(files) = &cfg.tls
-            && let Err(e) = crate::tls::TlsConfigs::load(files)
+            && let Err(e) = crate::engine::tls::TlsConfigs::load(files)
         {
             eprintln!("spip: {e}");
             return 2;
@@ -263,7 +263,7 @@ fn redirect(
 
 fn gen_cert(dir: &std::path::Path, cn: &str) -> i32 {
     use std::os::unix::fs::OpenOptionsExt;
-    let (cert, key) = match crate::tls::generate_self_signed(cn) {
+    let (cert, key) = match crate::engine::tls::generate_self_signed(cn) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("spip: gen-cert: {e}");

@@ -75,6 +75,16 @@ pub struct Config {
     /// TLS handshake deadline (TLS mode).
     pub handshake_timeout: Duration,
     pub ssh_banner: String,
+    /// Host name in protocol banners (SMTP, FTP, POP3, IMAP, telnet prompts).
+    pub banner_hostname: String,
+    /// Silence that ends a turn no responder frames.
+    pub turn_pause: Duration,
+    /// Records one connection may write; the last one holds the rest of its payload.
+    pub max_records_per_connection: u32,
+    /// Record bytes one connection may write before the rest goes into one final record.
+    pub max_record_bytes_per_connection: usize,
+    /// `[ports]`: destination port -> responder name, over the built-in defaults.
+    pub ports: Vec<(u16, String)>,
     /// Record connections that send nothing (scan telemetry).
     pub log_empty_connections: bool,
     /// Records waiting for the writer; beyond it records are dropped and counted.
@@ -175,6 +185,11 @@ struct RawConfig {
     session_timeout_seconds: Option<i64>,
     handshake_timeout_seconds: Option<i64>,
     ssh_banner: Option<String>,
+    banner_hostname: Option<String>,
+    turn_pause_ms: Option<i64>,
+    max_records_per_connection: Option<i64>,
+    max_record_bytes_per_connection: Option<i64>,
+    ports: Option<std::collections::BTreeMap<String, String>>,
     log_empty_connections: Option<bool>,
     output_queue_records: Option<i64>,
     stats_interval_seconds: Option<i64>,
@@ -194,6 +209,32 @@ struct RawLoom {
     flush_interval: Option<String>,
     insecure_skip_verify: Option<bool>,
     max_pending_bytes: Option<i64>,
+}
+
+/// `[ports]`: keys are ports (1-65535), values responder names.
+fn port_table(
+    raw: std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(u16, String)>, ConfigError> {
+    raw.into_iter()
+        .map(|(port, name)| {
+            let key = format!("ports.{port}");
+            let p = port
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| err(&key, "the key must be a port number (1-65535)"))?;
+            if !crate::protocols::NAMES.contains(&name.as_str()) {
+                return Err(err(
+                    &key,
+                    format!(
+                        "{name:?} is not a responder; one of: {}",
+                        crate::protocols::NAMES.join(", ")
+                    ),
+                ));
+            }
+            Ok((p, name))
+        })
+        .collect()
 }
 
 /// A number in `lo..=hi`, where absent or 0 means `default`.
@@ -393,6 +434,45 @@ impl Config {
                     ));
                 }
             },
+            banner_hostname: match raw.banner_hostname {
+                None => "ubuntu".to_string(),
+                Some(h)
+                    if !h.is_empty()
+                        && h.len() <= 253
+                        && h.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) =>
+                {
+                    h
+                }
+                Some(_) => {
+                    return Err(err(
+                        "banner_hostname",
+                        "must be a host name: letters, digits, '-' and '.', at most 253",
+                    ));
+                }
+            },
+            turn_pause: Duration::from_millis(number(
+                "turn_pause_ms",
+                raw.turn_pause_ms,
+                200,
+                1,
+                60_000,
+            )? as u64),
+            max_records_per_connection: number(
+                "max_records_per_connection",
+                raw.max_records_per_connection,
+                100,
+                2,
+                1_000_000,
+            )? as u32,
+            max_record_bytes_per_connection: number(
+                "max_record_bytes_per_connection",
+                raw.max_record_bytes_per_connection,
+                1 << 20,
+                4096,
+                1 << 30,
+            )? as usize,
+            ports: port_table(raw.ports.unwrap_or_default())?,
             log_empty_connections: raw.log_empty_connections.unwrap_or(true),
             output_queue_records: number(
                 "output_queue_records",
@@ -498,6 +578,19 @@ impl Config {
             self.handshake_timeout.as_secs().to_string(),
         );
         line("ssh_banner", q(&self.ssh_banner));
+        line("banner_hostname", q(&self.banner_hostname));
+        line("turn_pause_ms", self.turn_pause.as_millis().to_string());
+        line(
+            "max_records_per_connection",
+            self.max_records_per_connection.to_string(),
+        );
+        line(
+            "max_record_bytes_per_connection",
+            self.max_record_bytes_per_connection.to_string(),
+        );
+        for (port, name) in &self.ports {
+            line(&format!("ports.{port}"), q(name));
+        }
         line(
             "log_empty_connections",
             self.log_empty_connections.to_string(),

@@ -7,9 +7,9 @@
 //! - [`record`] / [`json`] serialize records straight from borrowed data,
 //! - [`server`] owns sockets and buffers and drives all of the above.
 
-pub mod analysis;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod fingerprint;
 pub mod inspect;
 pub mod json;
@@ -21,7 +21,5 @@ pub mod protocols;
 pub mod record;
 pub mod redirect;
 pub mod server;
-pub mod session;
 pub mod setup;
 pub mod stats;
-pub mod tls;

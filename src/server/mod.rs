@@ -29,8 +29,8 @@ pub struct Shared {
     pub output: Output,
     pub shutdown: AtomicBool,
     pub driver: DriverChoice,
-    /// TLS mode: the rustls server configurations (cert_path + key_path set).
-    pub tls: Option<crate::tls::TlsConfigs>,
+    /// The connection engine's settings (TLS configurations included).
+    pub engine: crate::engine::EngineConfig,
 }
 
 /// Extra counters to print (the Loom shipper's).
@@ -47,7 +47,7 @@ pub fn run(
     let tls = match cfg
         .tls
         .as_ref()
-        .map(crate::tls::TlsConfigs::load)
+        .map(crate::engine::tls::TlsConfigs::load)
         .transpose()
     {
         Ok(t) => t,
@@ -96,13 +96,14 @@ pub fn run(
         }
     };
     let stats_interval = cfg.stats_interval;
+    let engine = crate::engine::EngineConfig::new(&cfg, tls);
     let shared = Arc::new(Shared {
+        engine,
         cfg,
         counters: counters.clone(),
         output,
         shutdown: AtomicBool::new(false),
         driver,
-        tls,
     });
     eprintln!(
         "spip: listening on {addr} with {} worker threads ({} mode)",
