@@ -36,7 +36,10 @@ fn drive<R: Responder>(greet: bool, read: usize, input: &[u8]) {
             let Framing::Complete(len) = r.frame(&pending, new_from) else {
                 break;
             };
-            assert!(len >= 1 && len <= pending.len(), "Complete({len}) out of range");
+            assert!(
+                len >= 1 && len <= pending.len(),
+                "Complete({len}) out of range"
+            );
             let turn: Vec<u8> = pending.drain(..len).collect();
             new_from = 0;
             if take_turn(&mut r, &ctx, &turn) == After::Close {
