@@ -34,6 +34,13 @@ def kexinit(banner, lists):
     pad = 8 - (len(p) + 5) % 8
     if pad < 4: pad += 8
     return (banner + "\r\n").encode() + struct.pack(">IB", 1 + len(p) + pad, pad) + p + b"\x00" * pad
+# http2: the first byte is the read size; the rest follows the client preface. curl's h2c
+# GET and POST (tests in src/protocols/http2.rs hold the same captures).
+h2_get = bytes.fromhex("00001204000000000000030000006400040200000000020000000000000408000000000001ff000100002801050000000182048a63760bdb706fff3b401f86418a089d5c0b8170dc79a7037a871cc5a92c05707f53032a2f2a")
+h2_post = bytes.fromhex("00001204000000000000030000006400040200000000020000000000000408000000000001ff00010000580104000000018304856283cc6abf86418a089d5c0b8170dc79a7057a871cc5a92c05707f53032a2f2a1f11861c01fb523805518b2d4b70ddf45abefb4005df0f0d0232325f981d75d0620d263d4c795bc78f0b4a7b295adb282d443c8593000016000100000001757365723d61646d696e26706173733d534543524554")
+for name, frames in [("get", h2_get), ("post", h2_post)]:
+    put("http2", name, bytes([255]) + frames)
+    put("http2", name + "_reads7", bytes([7]) + frames)
 for i, v in enumerate(json.load(open(os.path.join(vec, "hassh_vectors.json")))["vectors"]):
     if "client_kexinit_namelists" in v:
         s = kexinit(v["client_banner"], v["client_kexinit_namelists"])
@@ -55,6 +62,6 @@ for name, pick, stream in [
 ]:
     put("db_responders", name, bytes([pick, 7]) + bytes.fromhex(stream))
 PY
-for t in tls_client_hello http_request ssh_kexinit inspect config db_responders; do
+for t in tls_client_hello http_request ssh_kexinit inspect config http2 db_responders; do
     echo "$t: $(ls "$here/corpus/$t" | wc -l) seeds"
 done

@@ -4,7 +4,6 @@
 //! (and the output of `--check`/`inspect`); every diagnostic goes to stderr.
 
 use crate::config::Config;
-use crate::loom::{Loom, LoomCounters};
 use crate::server::{self, DriverChoice};
 use clap::{Parser, Subcommand};
 use std::io::{Read, Write};
@@ -73,6 +72,16 @@ enum Command {
         #[arg(long, default_value = "localhost")]
         cn: String,
     },
+    /// Print the Elasticsearch/OpenSearch index template for spip's records.
+    ///
+    /// ECS mappings for `logs-spip-*` data streams. Install it with
+    /// `spip-agent elasticsearch-template | curl -X PUT "$ES/_index_template/spip"
+    /// -H 'Content-Type: application/json' --data-binary @-`.
+    ElasticsearchTemplate {
+        /// The OpenSearch variant (`flat_object` instead of `flattened`).
+        #[arg(long)]
+        opensearch: bool,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -126,6 +135,21 @@ pub fn main() -> i32 {
         ),
         Some(Command::Setup(flags)) => crate::setup::run(&flags),
         Some(Command::GenCert { out, cn }) => gen_cert(&out, &cn),
+        Some(Command::ElasticsearchTemplate { opensearch }) => {
+            use crate::sinks::elastic::{INDEX_TEMPLATE, OPENSEARCH_INDEX_TEMPLATE};
+            let template = if opensearch {
+                OPENSEARCH_INDEX_TEMPLATE
+            } else {
+                INDEX_TEMPLATE
+            };
+            match std::io::stdout().lock().write_all(template.as_bytes()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("spip: elasticsearch-template: {e}");
+                    1
+                }
+            }
+        }
         Some(Command::Run) | None => run(&cli.config, cli.check),
     }
 }
@@ -157,23 +181,7 @@ fn run(path: &std::path::Path, check: bool) -> i32 {
         "poll" => DriverChoice::Poll,
         _ => DriverChoice::Auto,
     };
-    if !cfg.loom.enabled {
-        return server::run(cfg, driver, None, None);
-    }
-    let counters = std::sync::Arc::new(LoomCounters::default());
-    let loom = match Loom::start(&cfg.loom, counters.clone()) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("spip: cannot start the Loom shipper: {e}");
-            return 1;
-        }
-    };
-    eprintln!(
-        "spip: shipping records to Loom at {} (batch {}, every {:?})",
-        cfg.loom.url, cfg.loom.batch_size, cfg.loom.flush_interval
-    );
-    let hook: server::StatsHook = Box::new(move |w| counters.write_stats(w));
-    server::run(cfg, driver, Some(Box::new(loom)), Some(hook))
+    server::run(cfg, driver)
 }
 
 fn redirect(

@@ -142,8 +142,20 @@ fn set_transparent(socket: &Socket, v6: bool) -> io::Result<()> {
 }
 
 /// Builds this thread's runtime; says which driver it got.
-pub fn build_runtime(choice: DriverChoice) -> io::Result<compio::runtime::Runtime> {
+/// `taskrun` (`io_uring_taskrun`): how completions' task work runs. By default the kernel
+/// interrupts the thread for it at every completion; "coop" runs it at the next syscall into
+/// the ring, "defer" only when this (single) thread waits for completions.
+pub fn build_runtime(choice: DriverChoice, taskrun: &str) -> io::Result<compio::runtime::Runtime> {
     let mut proactor = ProactorBuilder::new();
+    match taskrun {
+        "coop" => {
+            proactor.coop_taskrun(true).taskrun_flag(true);
+        }
+        "defer" => {
+            proactor.single_issuer(true).defer_taskrun(true);
+        }
+        _ => {}
+    }
     proactor
         .capacity(4096)
         .buffer_pool_size(NonZeroU16::new(POOL_BUFFERS).unwrap_or(NonZeroU16::MIN))
@@ -164,7 +176,7 @@ pub fn build_runtime(choice: DriverChoice) -> io::Result<compio::runtime::Runtim
 
 /// Runs one worker until shutdown; `listener` was bound by the main thread.
 pub fn run(shared: Arc<Shared>, listener: std::net::TcpListener, index: usize) -> io::Result<()> {
-    let runtime = build_runtime(shared.driver)?;
+    let runtime = build_runtime(shared.driver, &shared.cfg.io_uring_taskrun)?;
     if index == 0 {
         let driver = match runtime.driver_type() {
             DriverType::IoUring => "io_uring",
