@@ -245,11 +245,17 @@ registry! {
     Ssh => ssh::Ssh,
     Http2 => http2::Http2,
     Http1 => http1::Http1,
+    Postgres => postgres::Postgres,
+    Mongodb => mongodb::Mongodb,
+    Redis => redis::Redis,
     Ftp => ftp::Ftp,
     Pop3 => pop3::Pop3,
     Imap => imap::Imap,
     Smtp => smtp::Smtp,
     Telnet => telnet::Telnet,
+    // Server speaks first: chosen by port, never detected.
+    Mysql => mysql::Mysql,
+    Vnc => vnc::Vnc,
     Raw => raw::Raw,
 }
 
