@@ -50,8 +50,14 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// Rotate `log_file` before it would exceed this many bytes (0 = never by size).
     pub log_max_bytes: u64,
-    /// Rotated files kept (`log_file.1` … `log_file.N`).
+    /// Rotated files kept (`log_file.1` … `log_file.N`, or earlier files of the time pattern).
     pub log_max_files: usize,
+    /// Rotated files older than this are deleted (None = no age limit).
+    pub log_max_age: Option<Duration>,
+    /// Rotated files are deleted, oldest first, while they add up to more (0 = no limit).
+    pub log_max_total_bytes: u64,
+    /// Time-based rotation: a new file every interval, `log_file` being a strftime pattern.
+    pub log_rotate_interval: Option<Duration>,
     /// "redirect" (NAT REDIRECT; original port from conntrack) or "tproxy" (IP_TRANSPARENT
     /// listener; original destination = local address).
     pub mode: Mode,
@@ -87,15 +93,22 @@ pub struct Config {
     pub ports: Vec<(u16, String)>,
     /// Record connections that send nothing (scan telemetry).
     pub log_empty_connections: bool,
-    /// Records waiting for the writer; beyond it records are dropped and counted.
-    pub output_queue_records: usize,
+    /// Bytes each sink may hold (queued, in flight, awaiting a retry); over it the oldest
+    /// records are dropped and counted.
+    pub sink_queue_bytes: usize,
+    /// `/metrics` listener (None = off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub stats_interval: Duration,
     /// On SIGTERM, how long live connections may go on.
     pub shutdown_grace: Duration,
     /// "auto" (io_uring, else poll), "io_uring" or "poll".
     pub io_driver: String,
+    /// How io_uring runs completion work: "coop" (COOP_TASKRUN + TASKRUN_FLAG), "defer"
+    /// (SINGLE_ISSUER + DEFER_TASKRUN) or "off" (the kernel's default).
+    pub io_uring_taskrun: String,
 
     pub loom: LoomConfig,
+    pub elasticsearch: ElasticConfig,
 }
 
 /// How traffic reaches the listener.
@@ -114,10 +127,20 @@ impl Mode {
     }
 }
 
+/// Default `io_uring_taskrun` (see the README's flood numbers for why).
+pub const DEFAULT_TASKRUN: &str = "coop";
+
 /// Default `log_max_bytes`: 100 MiB.
 pub const DEFAULT_LOG_MAX_BYTES: u64 = 100 << 20;
 /// Default `log_max_files`.
 pub const DEFAULT_LOG_MAX_FILES: usize = 10;
+/// Default `sink_queue_bytes`: 64 MiB.
+pub const DEFAULT_SINK_QUEUE_BYTES: usize = 64 << 20;
+/// Largest `shutdown_grace_seconds`: with the sinks' drain ([`SINK_DRAIN`]) the stop takes at
+/// most 25 s, inside the packaged unit's `TimeoutStopSec=30s`.
+pub const MAX_SHUTDOWN_GRACE_SECONDS: i64 = 20;
+/// How long the sinks may drain after the connections ended.
+pub const SINK_DRAIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -157,6 +180,74 @@ impl Default for LoomConfig {
     }
 }
 
+/// `[elasticsearch]`: validated only when enabled.
+#[derive(Debug, Clone)]
+pub struct ElasticConfig {
+    pub enabled: bool,
+    /// Base URL of the cluster (`https://host:9200`, maybe with a path prefix).
+    pub url: String,
+    /// Data stream written with `create` actions.
+    pub data_stream: String,
+    pub auth: ElasticAuth,
+    /// Records per `_bulk` request.
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    /// Upper bound on one `_bulk` body (proxies in front of a cluster often cap bodies).
+    pub max_batch_bytes: usize,
+    pub insecure_skip_verify: bool,
+    /// PEM CA certificates trusted instead of the built-in roots (a cluster's own CA).
+    pub ca_file: Option<PathBuf>,
+    /// Memory budget for queued and retrying records.
+    pub max_pending_bytes: usize,
+    /// NDJSON file for records the cluster refused for good (None = count them only).
+    pub dead_letter_file: Option<PathBuf>,
+    /// The dead-letter file stops growing at this size (further rejects are only counted).
+    pub dead_letter_max_bytes: u64,
+}
+
+/// How the Elasticsearch sink authenticates.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ElasticAuth {
+    None,
+    /// `Authorization: ApiKey <encoded>` (the `encoded` value Elasticsearch returns).
+    ApiKey(String),
+    /// HTTP Basic.
+    Basic {
+        username: String,
+        password: String,
+    },
+}
+
+impl fmt::Debug for ElasticAuth {
+    // Secrets stay out of logs and panics.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ElasticAuth::None => f.write_str("None"),
+            ElasticAuth::ApiKey(_) => f.write_str("ApiKey(<set>)"),
+            ElasticAuth::Basic { username, .. } => write!(f, "Basic({username:?}, <set>)"),
+        }
+    }
+}
+
+impl Default for ElasticConfig {
+    fn default() -> Self {
+        ElasticConfig {
+            enabled: false,
+            url: String::new(),
+            data_stream: "logs-spip-default".to_string(),
+            auth: ElasticAuth::None,
+            batch_size: 500,
+            flush_interval: Duration::from_secs(5),
+            max_batch_bytes: 5 << 20,
+            insecure_skip_verify: false,
+            ca_file: None,
+            max_pending_bytes: 64 << 20,
+            dead_letter_file: None,
+            dead_letter_max_bytes: 100 << 20,
+        }
+    }
+}
+
 /// The file as written: every key optional so that we, not serde, say what is missing.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -171,6 +262,9 @@ struct RawConfig {
     log_file: Option<String>,
     log_max_bytes: Option<i64>,
     log_max_files: Option<i64>,
+    log_max_age: Option<String>,
+    log_max_total_bytes: Option<i64>,
+    log_rotate_interval: Option<String>,
     mode: Option<String>,
     read_timeout_seconds: Option<i64>,
     write_timeout_seconds: Option<i64>,
@@ -191,11 +285,16 @@ struct RawConfig {
     max_record_bytes_per_connection: Option<i64>,
     ports: Option<std::collections::BTreeMap<String, String>>,
     log_empty_connections: Option<bool>,
+    /// Replaced by `sink_queue_bytes`; still accepted (and range-checked) so old files load.
     output_queue_records: Option<i64>,
+    sink_queue_bytes: Option<i64>,
+    metrics_listen: Option<String>,
     stats_interval_seconds: Option<i64>,
     shutdown_grace_seconds: Option<i64>,
     io_driver: Option<String>,
+    io_uring_taskrun: Option<String>,
     loom: Option<RawLoom>,
+    elasticsearch: Option<RawElastic>,
 }
 
 #[derive(Deserialize, Default)]
@@ -209,6 +308,25 @@ struct RawLoom {
     flush_interval: Option<String>,
     insecure_skip_verify: Option<bool>,
     max_pending_bytes: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawElastic {
+    enabled: Option<bool>,
+    url: Option<String>,
+    data_stream: Option<String>,
+    api_key: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    batch_size: Option<i64>,
+    flush_interval: Option<String>,
+    max_batch_bytes: Option<i64>,
+    insecure_skip_verify: Option<bool>,
+    ca_file: Option<String>,
+    max_pending_bytes: Option<i64>,
+    dead_letter_file: Option<String>,
+    dead_letter_max_bytes: Option<i64>,
 }
 
 /// `[ports]`: keys are ports (1-65535), values responder names.
@@ -319,6 +437,30 @@ impl Config {
             (None, Some(_)) => return Err(err("cert_path", "is required when key_path is set")),
         };
         let log_file = nonempty(raw.log_file).map(|f| resolve(&f));
+        let log_rotate_interval = match raw.log_rotate_interval.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(parse_duration(s).map_err(|p| err("log_rotate_interval", p))?),
+        };
+        if let Some(interval) = log_rotate_interval {
+            let Some(pattern) = &log_file else {
+                return Err(err(
+                    "log_rotate_interval",
+                    "needs log_file (a strftime-style pattern such as \"spip-%Y%m%d-%H.jsonl\")",
+                ));
+            };
+            crate::sinks::file::check_pattern(&pattern.to_string_lossy())
+                .map_err(|p| err("log_file", p))?;
+            if interval < Duration::from_secs(1) {
+                return Err(err("log_rotate_interval", "must be at least 1s"));
+            }
+        }
+        number(
+            "output_queue_records",
+            raw.output_queue_records,
+            65_536,
+            16,
+            16 << 20,
+        )?;
         let day = 86_400;
         let cfg = Config {
             name,
@@ -344,6 +486,21 @@ impl Config {
                 1,
                 1000,
             )? as usize,
+            log_max_age: match raw.log_max_age.as_deref() {
+                None | Some("") => None,
+                Some(s) => Some(parse_duration(s).map_err(|p| err("log_max_age", p))?),
+            },
+            log_max_total_bytes: match raw.log_max_total_bytes {
+                None | Some(0) => 0,
+                Some(n) if (4096..=1 << 50).contains(&n) => n as u64,
+                Some(n) => {
+                    return Err(err(
+                        "log_max_total_bytes",
+                        format!("{n} is out of range (0 = no limit, or 4096..=2^50)"),
+                    ));
+                }
+            },
+            log_rotate_interval,
             mode: match raw.mode.as_deref() {
                 None | Some("") | Some("redirect") => Mode::Redirect,
                 Some("tproxy") => Mode::Tproxy,
@@ -474,13 +631,22 @@ impl Config {
             )? as usize,
             ports: port_table(raw.ports.unwrap_or_default())?,
             log_empty_connections: raw.log_empty_connections.unwrap_or(true),
-            output_queue_records: number(
-                "output_queue_records",
-                raw.output_queue_records,
-                65_536,
-                16,
-                16 << 20,
+            sink_queue_bytes: number(
+                "sink_queue_bytes",
+                raw.sink_queue_bytes,
+                DEFAULT_SINK_QUEUE_BYTES as i64,
+                1 << 16,
+                1 << 34,
             )? as usize,
+            metrics_listen: match raw.metrics_listen.as_deref() {
+                None | Some("") => None,
+                Some(a) => Some(a.parse().map_err(|_| {
+                    err(
+                        "metrics_listen",
+                        format!("{a:?} is not an address:port such as \"127.0.0.1:9464\""),
+                    )
+                })?),
+            },
             stats_interval: seconds(
                 "stats_interval_seconds",
                 raw.stats_interval_seconds,
@@ -491,7 +657,7 @@ impl Config {
                 "shutdown_grace_seconds",
                 raw.shutdown_grace_seconds,
                 5,
-                3600,
+                MAX_SHUTDOWN_GRACE_SECONDS,
             )?,
             io_driver: match raw.io_driver.as_deref() {
                 None | Some("") | Some("auto") => "auto".to_string(),
@@ -503,7 +669,18 @@ impl Config {
                     ));
                 }
             },
+            io_uring_taskrun: match raw.io_uring_taskrun.as_deref() {
+                None | Some("") => DEFAULT_TASKRUN.to_string(),
+                Some(t @ ("coop" | "defer" | "off")) => t.to_string(),
+                Some(t) => {
+                    return Err(err(
+                        "io_uring_taskrun",
+                        format!("{t:?} is not one of \"coop\", \"defer\", \"off\""),
+                    ));
+                }
+            },
             loom: validate_loom(raw.loom.unwrap_or_default())?,
+            elasticsearch: validate_elastic(raw.elasticsearch.unwrap_or_default(), &resolve)?,
         };
         if cfg.read_timeout > cfg.session_timeout {
             return Err(err(
@@ -546,6 +723,11 @@ impl Config {
         line("log_file", q(log.as_deref().unwrap_or("")));
         line("log_max_bytes", self.log_max_bytes.to_string());
         line("log_max_files", self.log_max_files.to_string());
+        let age = self.log_max_age.map(|d| format!("{d:?}"));
+        line("log_max_age", q(age.as_deref().unwrap_or("")));
+        line("log_max_total_bytes", self.log_max_total_bytes.to_string());
+        let every = self.log_rotate_interval.map(|d| format!("{d:?}"));
+        line("log_rotate_interval", q(every.as_deref().unwrap_or("")));
         line("mode", q(self.mode.as_str()));
         line(
             "read_timeout_seconds",
@@ -595,10 +777,9 @@ impl Config {
             "log_empty_connections",
             self.log_empty_connections.to_string(),
         );
-        line(
-            "output_queue_records",
-            self.output_queue_records.to_string(),
-        );
+        line("sink_queue_bytes", self.sink_queue_bytes.to_string());
+        let metrics = self.metrics_listen.map(|a| a.to_string());
+        line("metrics_listen", q(metrics.as_deref().unwrap_or("")));
         line(
             "stats_interval_seconds",
             self.stats_interval.as_secs().to_string(),
@@ -608,6 +789,7 @@ impl Config {
             self.shutdown_grace.as_secs().to_string(),
         );
         line("io_driver", q(&self.io_driver));
+        line("io_uring_taskrun", q(&self.io_uring_taskrun));
         line("loom.enabled", self.loom.enabled.to_string());
         if self.loom.enabled {
             line("loom.url", q(&self.loom.url));
@@ -627,8 +809,193 @@ impl Config {
                 self.loom.max_pending_bytes.to_string(),
             );
         }
+        line(
+            "elasticsearch.enabled",
+            self.elasticsearch.enabled.to_string(),
+        );
+        let es = &self.elasticsearch;
+        if es.enabled {
+            line("elasticsearch.url", q(&es.url));
+            line("elasticsearch.data_stream", q(&es.data_stream));
+            match &es.auth {
+                ElasticAuth::None => {}
+                ElasticAuth::ApiKey(_) => line("elasticsearch.api_key", q("<set>")),
+                ElasticAuth::Basic { username, .. } => {
+                    line("elasticsearch.username", q(username));
+                    line("elasticsearch.password", q("<set>"));
+                }
+            }
+            line("elasticsearch.batch_size", es.batch_size.to_string());
+            line(
+                "elasticsearch.flush_interval",
+                q(&format!("{:?}", es.flush_interval)),
+            );
+            line(
+                "elasticsearch.max_batch_bytes",
+                es.max_batch_bytes.to_string(),
+            );
+            line(
+                "elasticsearch.insecure_skip_verify",
+                es.insecure_skip_verify.to_string(),
+            );
+            let ca = es.ca_file.as_ref().map(|p| p.display().to_string());
+            line("elasticsearch.ca_file", q(ca.as_deref().unwrap_or("")));
+            line(
+                "elasticsearch.max_pending_bytes",
+                es.max_pending_bytes.to_string(),
+            );
+            let dlq = es
+                .dead_letter_file
+                .as_ref()
+                .map(|p| p.display().to_string());
+            line(
+                "elasticsearch.dead_letter_file",
+                q(dlq.as_deref().unwrap_or("")),
+            );
+            line(
+                "elasticsearch.dead_letter_max_bytes",
+                es.dead_letter_max_bytes.to_string(),
+            );
+        }
         s
     }
+}
+
+fn validate_elastic(
+    raw: RawElastic,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<ElasticConfig, ConfigError> {
+    let d = ElasticConfig::default();
+    let enabled = raw.enabled.unwrap_or(false);
+    let batch_size = number(
+        "elasticsearch.batch_size",
+        raw.batch_size,
+        d.batch_size as i64,
+        1,
+        10_000,
+    )? as usize;
+    let flush_interval = match raw.flush_interval.as_deref() {
+        None | Some("") => d.flush_interval,
+        Some(s) => parse_duration(s).map_err(|p| err("elasticsearch.flush_interval", p))?,
+    };
+    let max_batch_bytes = number(
+        "elasticsearch.max_batch_bytes",
+        raw.max_batch_bytes,
+        d.max_batch_bytes as i64,
+        64 << 10,
+        100 << 20,
+    )? as usize;
+    let max_pending_bytes = number(
+        "elasticsearch.max_pending_bytes",
+        raw.max_pending_bytes,
+        d.max_pending_bytes as i64,
+        1 << 16,
+        1 << 34,
+    )? as usize;
+    let dead_letter_max_bytes = number(
+        "elasticsearch.dead_letter_max_bytes",
+        raw.dead_letter_max_bytes,
+        d.dead_letter_max_bytes as i64,
+        4096,
+        1 << 50,
+    )? as u64;
+    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let auth = match (
+        nonempty(raw.api_key),
+        nonempty(raw.username),
+        nonempty(raw.password),
+    ) {
+        (None, None, None) => ElasticAuth::None,
+        (Some(k), None, None) => ElasticAuth::ApiKey(k),
+        (Some(_), _, _) => {
+            return Err(err(
+                "elasticsearch.api_key",
+                "set either api_key or username/password, not both",
+            ));
+        }
+        (None, Some(username), Some(password)) => ElasticAuth::Basic { username, password },
+        (None, Some(_), None) => {
+            return Err(err(
+                "elasticsearch.password",
+                "is required when username is set",
+            ));
+        }
+        (None, None, Some(_)) => {
+            return Err(err(
+                "elasticsearch.username",
+                "is required when password is set",
+            ));
+        }
+    };
+    let data_stream = match nonempty(raw.data_stream) {
+        None => d.data_stream,
+        Some(name) => {
+            data_stream_problem(&name)
+                .map_or(Ok(()), |p| Err(err("elasticsearch.data_stream", p)))?;
+            name
+        }
+    };
+    let cfg = ElasticConfig {
+        enabled,
+        url: raw
+            .url
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string(),
+        data_stream,
+        auth,
+        batch_size,
+        flush_interval,
+        max_batch_bytes,
+        insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
+        ca_file: nonempty(raw.ca_file).map(|f| resolve(&f)),
+        max_pending_bytes,
+        dead_letter_file: nonempty(raw.dead_letter_file).map(|f| resolve(&f)),
+        dead_letter_max_bytes,
+    };
+    if enabled {
+        let lower = cfg.url.to_ascii_lowercase();
+        if cfg.url.is_empty() {
+            return Err(err(
+                "elasticsearch.url",
+                "is required when elasticsearch is enabled",
+            ));
+        }
+        if !(lower.starts_with("http://") || lower.starts_with("https://"))
+            || cfg.url.len() < 10
+            || cfg.url.contains(['?', '#'])
+        {
+            return Err(err(
+                "elasticsearch.url",
+                format!(
+                    "{:?} is not an http(s) base URL (like \"https://es.example:9200\")",
+                    cfg.url
+                ),
+            ));
+        }
+    }
+    Ok(cfg)
+}
+
+/// Why `name` cannot be a data stream (Elasticsearch's index name rules), if it cannot.
+fn data_stream_problem(name: &str) -> Option<String> {
+    if name.len() > 255 {
+        return Some("is longer than 255 bytes".into());
+    }
+    if name.starts_with(['-', '_', '+', '.']) {
+        return Some(format!("{name:?} must not start with '-', '_', '+' or '.'"));
+    }
+    if name.bytes().any(|b| {
+        b.is_ascii_uppercase()
+            || b.is_ascii_whitespace()
+            || b.is_ascii_control()
+            || br#"\/*?"<>|,#:"#.contains(&b)
+    }) {
+        return Some(format!(
+            "{name:?} must be lowercase, without spaces or any of \\ / * ? \" < > | , # :"
+        ));
+    }
+    None
 }
 
 fn validate_loom(raw: RawLoom) -> Result<LoomConfig, ConfigError> {
@@ -683,7 +1050,7 @@ fn validate_loom(raw: RawLoom) -> Result<LoomConfig, ConfigError> {
     Ok(cfg)
 }
 
-/// Parses "500ms", "10s", "1m", "2h" (also "1m30s"); the result must be positive.
+/// Parses "500ms", "10s", "1m", "2h", "7d" (also "1m30s"); the result must be positive.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration (examples: \"500ms\", \"10s\", \"1m\")");
     let mut total = Duration::ZERO;
@@ -704,6 +1071,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
             _ => return Err(bad()),
         };
         total = total.saturating_add(unit);
@@ -855,6 +1223,38 @@ mod tests {
                 "log_max_files",
             ),
             ("name = \"a\"\nport = 1\nmode = \"nat\"", "mode"),
+            (
+                "name = \"a\"\nport = 1\n[elasticsearch]\nenabled = true",
+                "elasticsearch.url",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[elasticsearch]\nenabled = true\nurl = \"es:9200\"",
+                "elasticsearch.url",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[elasticsearch]\napi_key = \"k\"\nusername = \"u\"",
+                "elasticsearch.api_key",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[elasticsearch]\nusername = \"u\"",
+                "elasticsearch.password",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[elasticsearch]\ndata_stream = \"Logs-X\"",
+                "elasticsearch.data_stream",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[elasticsearch]\nmax_batch_bytes = 10",
+                "elasticsearch.max_batch_bytes",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[elasticsearch]\nflush_interval = \"x\"",
+                "elasticsearch.flush_interval",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[elasticsearch]\nindex = \"x\"",
+                "index",
+            ),
         ];
         for (text, key) in cases {
             let e = parse(text).expect_err(text);
@@ -895,6 +1295,42 @@ mod tests {
     }
 
     #[test]
+    fn elasticsearch_config() {
+        let c = parse("name=\"a\"\nport=1").unwrap();
+        let es = &c.elasticsearch;
+        assert!(!es.enabled);
+        assert_eq!(es.data_stream, "logs-spip-default");
+        assert_eq!(es.batch_size, 500);
+        assert_eq!(es.flush_interval, Duration::from_secs(5));
+        assert_eq!(es.auth, ElasticAuth::None);
+        assert!(!es.insecure_skip_verify && es.dead_letter_file.is_none() && es.ca_file.is_none());
+        let c = parse(
+            "name=\"a\"\nport=1\n[elasticsearch]\nenabled=true\nurl=\"https://es.example:9200/\"\n\
+             username=\"spip\"\npassword=\"secret\"\nbatch_size=50\nflush_interval=\"1s\"\n\
+             data_stream=\"logs-spip-dmz\"\ndead_letter_file=\"dlq.jsonl\"\nca_file=\"/etc/ca.pem\"",
+        )
+        .unwrap();
+        let es = &c.elasticsearch;
+        assert_eq!(es.url, "https://es.example:9200");
+        assert_eq!(es.data_stream, "logs-spip-dmz");
+        assert_eq!(es.batch_size, 50);
+        assert_eq!(
+            es.dead_letter_file.as_deref(),
+            Some(Path::new("/etc/spip/dlq.jsonl"))
+        );
+        assert_eq!(es.ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
+        let d = c.describe();
+        assert!(d.contains("elasticsearch.password = \"<set>\""), "{d}");
+        assert!(!d.contains("secret"), "{d}");
+        assert!(!format!("{es:?}").contains("secret"));
+        let c = parse("name=\"a\"\nport=1\n[elasticsearch]\napi_key=\"Zm9vOmJhcg==\"").unwrap();
+        assert_eq!(
+            c.elasticsearch.auth,
+            ElasticAuth::ApiKey("Zm9vOmJhcg==".into())
+        );
+    }
+
+    #[test]
     fn rotation_and_mode_keys() {
         let c = parse("name=\"a\"\nport=1").unwrap();
         assert_eq!(c.log_max_bytes, 100 << 20);
@@ -912,5 +1348,39 @@ mod tests {
         let c = parse("name=\"a\"\nport=1\nlog_max_bytes=65536\nlog_max_files=0").unwrap();
         assert_eq!(c.log_max_bytes, 65536);
         assert_eq!(c.log_max_files, 10);
+    }
+
+    #[test]
+    fn sink_layer_keys() {
+        let c = parse("name=\"a\"\nport=1").unwrap();
+        assert_eq!(c.sink_queue_bytes, DEFAULT_SINK_QUEUE_BYTES);
+        assert!(c.metrics_listen.is_none() && c.log_rotate_interval.is_none());
+        assert!(c.log_max_age.is_none() && c.log_max_total_bytes == 0);
+        let c = parse(
+            "name=\"a\"\nport=1\nlog_file=\"/l/s-%Y%m%d-%H.jsonl\"\nlog_rotate_interval=\"1h\"\n\
+             log_max_age=\"30d\"\nlog_max_total_bytes=1000000\nsink_queue_bytes=1048576\n\
+             metrics_listen=\"127.0.0.1:9464\"\noutput_queue_records=100",
+        )
+        .unwrap();
+        assert_eq!(c.log_rotate_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(c.log_max_age, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(c.log_max_total_bytes, 1_000_000);
+        assert_eq!(c.sink_queue_bytes, 1 << 20);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        for (text, key) in [
+            ("log_rotate_interval=\"1h\"", "log_rotate_interval"),
+            (
+                "log_file=\"/l/plain.jsonl\"\nlog_rotate_interval=\"1h\"",
+                "log_file",
+            ),
+            ("log_max_age=\"soon\"", "log_max_age"),
+            ("log_max_total_bytes=10", "log_max_total_bytes"),
+            ("sink_queue_bytes=10", "sink_queue_bytes"),
+            ("metrics_listen=\"localhost\"", "metrics_listen"),
+            ("shutdown_grace_seconds=21", "shutdown_grace_seconds"),
+        ] {
+            let e = parse(&format!("name=\"a\"\nport=1\n{text}")).unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+        }
     }
 }

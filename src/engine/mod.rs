@@ -1,6 +1,6 @@
 //! The connection engine: one client connection as an IO-free state machine.
 //!
-//! The socket layer ([`crate::server`]) creates a [`Connection`] with the accept facts and then
+//! The socket layer ([`crate::capture`]) creates a [`Connection`] with the accept facts and then
 //! only moves bytes and timers: it hands over client bytes ([`Connection::handle_bytes`]), the
 //! expiry of [`Connection::deadline`] ([`Connection::handle_timeout`]) and the end of the stream
 //! ([`Connection::handle_close`]); it sends what [`Connection::transmit`] holds and closes once
@@ -220,6 +220,8 @@ struct Core {
     session_deadline: Instant,
     handshake_deadline: Option<Instant>,
     close: Option<CloseReason>,
+    /// The responder that talked (for metrics); "none" until one is chosen.
+    protocol: &'static str,
 }
 
 impl Connection {
@@ -249,6 +251,7 @@ impl Connection {
             session_deadline: now + cfg.session_timeout,
             handshake_deadline: None,
             close: None,
+            protocol: "none",
         };
         let mut greeting = Vec::new();
         let app = start_app(
@@ -290,6 +293,11 @@ impl Connection {
     /// How many more client bytes the payload cap allows.
     pub fn read_room(&self, cfg: &EngineConfig) -> usize {
         cfg.max_payload_bytes.saturating_sub(self.core.received)
+    }
+
+    /// The responder that talked ("none" if the client never said enough to choose one).
+    pub fn protocol(&self) -> &'static str {
+        self.core.protocol
     }
 
     /// Client bytes received so far.
@@ -662,6 +670,7 @@ impl Core {
                 None => Active::raw(),
             },
         };
+        self.protocol = chosen.name();
         *app = App::Talking(chosen);
         self.scanned = 0;
         true
@@ -871,7 +880,7 @@ impl Core {
                 // Cut short if the responder was still waiting for more of it.
                 let framing = responder.visit(FrameTurn {
                     pending,
-                    new_from: 0,
+                    new_from: self.scanned.min(pending.len()),
                 });
                 let truncated = framing == Framing::NeedMore
                     || (reason == CloseReason::PayloadCap && framing != Framing::AtPause);
@@ -1076,3 +1085,6 @@ impl<O: RecordOut> Visitor for WriteRest<'_, O> {
         );
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,6 +17,7 @@
 use crate::json::JsonWriter;
 use std::net::SocketAddr;
 
+mod line;
 pub mod ntlm;
 #[cfg(test)]
 pub mod testing;
@@ -243,10 +244,22 @@ macro_rules! registry {
 registry! {
     Tls => tls::Tls,
     Ssh => ssh::Ssh,
+    Http2 => http2::Http2,
     Http1 => http1::Http1,
     Smb => smb::Smb,
     Mssql => mssql::Mssql,
     Rdp => rdp::Rdp,
+    Postgres => postgres::Postgres,
+    Mongodb => mongodb::Mongodb,
+    Redis => redis::Redis,
+    Ftp => ftp::Ftp,
+    Pop3 => pop3::Pop3,
+    Imap => imap::Imap,
+    Smtp => smtp::Smtp,
+    Telnet => telnet::Telnet,
+    // Server speaks first: chosen by port, never detected.
+    Mysql => mysql::Mysql,
+    Vnc => vnc::Vnc,
     Raw => raw::Raw,
 }
 

@@ -1,0 +1,144 @@
+//! The sink layer: every output (file/stdout, Loom, Elasticsearch, Kafka) is a [`Sink`] driven by
+//! the shared runner on its own thread.
+//!
+//! The capture path hands each batch of records to every sink's queue without waiting; retry,
+//! backoff, `Retry-After`, the memory budget, counters and the shutdown drain are the runner's job.
+
+use std::time::Duration;
+
+/// One output. Each sink runs on its own thread, fed by a queue bounded in bytes; the capture path never
+/// waits for it. Retry with backoff, Retry-After, the memory budget, counters and the shutdown drain are
+/// the shared runner's job (written once in src/sinks/), not the sink's.
+pub trait Sink: Send + 'static {
+    /// "file", "loom", "elasticsearch", "kafka": used in counters, metrics and messages.
+    fn name(&self) -> &'static str;
+    /// How the runner batches for this sink (from its config: batch_size, flush_interval, a byte cap).
+    fn batching(&self) -> Batching;
+    /// Delivers records, oldest first; each is one complete JSON object without its newline.
+    /// Blocking is fine (own thread); bound every network call with a timeout.
+    fn deliver(&mut self, records: &[&[u8]]) -> Delivery;
+    /// Called once at shutdown after the last delivery (flush producers, close files).
+    fn close(&mut self) {}
+}
+
+/// How the runner groups records before a [`Sink::deliver`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// At most this many records per delivery.
+    pub max_records: usize,
+    /// At most this many bytes (records without newlines) per delivery; a single larger record
+    /// still goes alone.
+    pub max_bytes: usize,
+    /// A partial batch is delivered once its oldest record waited this long.
+    pub flush_interval: Duration,
+}
+
+/// The outcome of one [`Sink::deliver`] call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Every record delivered (or already there, e.g. an Elasticsearch 409).
+    Delivered,
+    /// Nothing delivered: offer the same batch again later, no sooner than `after` when the server said so
+    /// (Retry-After).
+    RetryAll {
+        after: Option<Duration>,
+        error: String,
+    },
+    /// Per-record outcome: the records at `retry` (indices into `records`) are offered again; `rejected`
+    /// more were refused for good (the sink wrote them to its dead-letter file, if it has one) and are
+    /// counted as dropped.
+    Partial {
+        retry: Vec<usize>,
+        rejected: usize,
+        error: String,
+    },
+}
+
+pub mod elastic;
+pub mod file;
+pub mod loom;
+pub mod metrics;
+pub mod runner;
+
+pub use runner::{Lines, RetryPolicy, SinkRunner};
+
+use crate::json::JsonWriter;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One sink's counters, kept by the runner (Relaxed: statistics, not synchronization).
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    /// Deliveries that got at least one record through.
+    pub batches: AtomicU64,
+    /// Records delivered.
+    pub sent: AtomicU64,
+    /// Failed deliveries that were retried.
+    pub retries: AtomicU64,
+    /// Records given up on: over the byte budget, refused for good, or left at shutdown.
+    pub dropped: AtomicU64,
+    /// Deliveries that did not deliver everything (transport errors, refusals, full disk).
+    pub errors: AtomicU64,
+    /// Bytes the sink holds now: queued, in flight, awaiting a retry (a gauge).
+    pub queue_bytes: AtomicU64,
+}
+
+impl SinkCounters {
+    /// Writes `<name>_batches`, `_records`, `_retries`, `_dropped`, `_errors`, `_queue_bytes`.
+    pub fn write_stats(&self, name: &str, w: &mut JsonWriter) {
+        let fields: [(&str, &AtomicU64); 6] = [
+            ("batches", &self.batches),
+            ("records", &self.sent),
+            ("retries", &self.retries),
+            ("dropped", &self.dropped),
+            ("errors", &self.errors),
+            ("queue_bytes", &self.queue_bytes),
+        ];
+        let mut key = String::with_capacity(name.len() + 12);
+        for (k, v) in fields {
+            key.clear();
+            key.push_str(name);
+            key.push('_');
+            key.push_str(k);
+            w.u64(&key, v.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// Starts every configured sink (the local output first) and returns the capture path's
+/// handle to them. Call with the handled signals already blocked: each sink has a thread.
+pub fn start_all(cfg: &crate::config::Config) -> std::io::Result<crate::output::Output> {
+    use std::sync::Arc;
+    let reopen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let local = file::FileSink::open(file::FileOptions::from_config(cfg), reopen.clone())?;
+    if cfg.log_file.is_none() && std::env::var_os("JOURNAL_STREAM").is_some() {
+        eprintln!(
+            "spip: warning: records go to journald, which splits lines longer than its LineMax \
+             (48K by default) and a record can be larger; set log_file, or raise LineMax"
+        );
+    }
+    let mut runners = vec![SinkRunner::start(
+        Box::new(local),
+        cfg.sink_queue_bytes,
+        RetryPolicy::default(),
+        Arc::new(SinkCounters::default()),
+    )?];
+    if cfg.loom.enabled {
+        if let Some(w) = loom::cleartext_warning(&cfg.loom) {
+            eprintln!("{w}");
+        }
+        let shipper = loom::Loom::start(&cfg.loom, Arc::new(SinkCounters::default()))?;
+        eprintln!(
+            "spip: shipping records to Loom at {} (batch {}, every {:?})",
+            cfg.loom.url, cfg.loom.batch_size, cfg.loom.flush_interval
+        );
+        runners.push(shipper.into_runner());
+    }
+    if cfg.elasticsearch.enabled {
+        runners.push(elastic::start(
+            &cfg.elasticsearch,
+            Arc::new(SinkCounters::default()),
+            RetryPolicy::default(),
+        )?);
+    }
+    Ok(crate::output::Output::new(runners, reopen))
+}
