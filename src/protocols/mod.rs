@@ -41,6 +41,10 @@ pub enum After {
     KeepOpen,
     /// The conversation is over (like the real service hanging up): close after sending.
     Close,
+    /// Start TLS after sending (RDP's NLA, STARTTLS): the client's next bytes are a
+    /// ClientHello; the engine terminates TLS (with the configured certificate, or a
+    /// self-signed one) and the same responder goes on over the decrypted bytes.
+    StartTls,
 }
 
 /// What a client's first bytes say about a protocol where the client speaks first.
