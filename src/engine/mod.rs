@@ -700,7 +700,10 @@ impl Core {
             return true;
         };
         let ctx = self.context(cfg);
-        let chosen = match Active::detect(first, &ctx, *greeted) {
+        // The port's own responder keeps the connection unless the bytes are unmistakably
+        // another protocol's (nmap's RDP probe on 445 is SMB's to answer, as Windows would).
+        let only_unmistakable = *greeted || port.is_some();
+        let chosen = match Active::detect(first, &ctx, only_unmistakable) {
             Detected::Found(r) => r,
             Detected::Undecided if !at_pause && first.len() < DETECT_MAX => return false,
             Detected::Undecided | Detected::Nothing => match port.take() {
