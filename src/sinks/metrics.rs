@@ -189,6 +189,39 @@ impl Collector for Snapshot {
         )?;
         let live = c.live.load(Ordering::Relaxed) as i64;
         gauge(&mut e, "live_connections", "Connections open now", live)?;
+        let udp: [(&str, &str, &AtomicU64); 6] = [
+            ("udp_datagrams", "UDP datagrams received", &c.udp_datagrams),
+            ("udp_replies", "UDP replies sent", &c.udp_replies),
+            (
+                "udp_reply_bytes",
+                "UDP reply bytes sent",
+                &c.udp_reply_bytes,
+            ),
+            (
+                "udp_suppressed_never",
+                "UDP datagrams of protocols never answered (amplifiers)",
+                &c.udp_suppressed_never,
+            ),
+            (
+                "udp_suppressed_oversize",
+                "UDP replies dropped for being larger than their datagram",
+                &c.udp_suppressed_oversize,
+            ),
+            (
+                "udp_suppressed_source_budget",
+                "UDP replies over a source's budget",
+                &c.udp_suppressed_source_budget,
+            ),
+        ];
+        for (name, help, v) in udp {
+            counter(&mut e, name, help, v)?;
+        }
+        counter(
+            &mut e,
+            "udp_suppressed_global_budget",
+            "UDP replies over the sensor-wide reply byte rate",
+            &c.udp_suppressed_global_budget,
+        )?;
         type Field = fn(&SinkCounters) -> &AtomicU64;
         let per_sink: [(&str, &str, Field); 4] = [
             ("sink_records", "Records a sink delivered", |s| &s.sent),

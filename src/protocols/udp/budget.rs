@@ -1,5 +1,7 @@
 //! Reply budgets: each source may draw a few replies, the whole sensor a byte rate. One per
-//! worker thread (no lock); the sensor-wide rate is split evenly across workers.
+//! worker thread (no lock); the sensor-wide rate is split evenly across workers. An IPv6
+//! source is its /64 (one host holds a whole /64, and could otherwise take a fresh budget per
+//! address).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -59,6 +61,7 @@ impl ReplyBudget {
 
     /// Takes `len` bytes from `source`'s and the sensor's budgets, or neither.
     pub fn take(&mut self, source: IpAddr, len: usize, now: Instant) -> Result<(), Refused> {
+        let source = source_key(source);
         let len = len as f64;
         let source_burst = self.source_rate * SOURCE_BURST_SECONDS;
         let global_burst = self.global_rate * GLOBAL_BURST_SECONDS;
@@ -89,6 +92,14 @@ impl ReplyBudget {
             b.refill(now, rate, burst);
             b.bytes < burst
         });
+    }
+}
+
+/// The budget's key: the address itself (IPv4, IPv4-mapped) or its /64 (IPv6).
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
     }
 }
 
@@ -128,6 +139,20 @@ mod tests {
         assert_eq!(sent, 10, "two seconds of 500 B/s");
         let refused = b.take(IpAddr::from([10, 0, 1, 1]), 100, t0);
         assert_eq!(refused, Err(Refused::Global));
+    }
+
+    #[test]
+    fn an_ipv6_64_shares_one_budget() {
+        let t0 = Instant::now();
+        let mut b = ReplyBudget::new(100, 1e9, t0);
+        for i in 0..8u16 {
+            let ip = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, i + 1));
+            assert_eq!(b.take(ip, 100, t0), Ok(()));
+        }
+        let next: IpAddr = "2001:db8:0:1::ffff".parse().unwrap();
+        assert_eq!(b.take(next, 100, t0), Err(Refused::Source));
+        let other: IpAddr = "2001:db8:0:2::1".parse().unwrap();
+        assert_eq!(b.take(other, 100, t0), Ok(()));
     }
 
     #[test]
