@@ -42,6 +42,8 @@ pub struct Counters {
     pub udp_send_errors: AtomicU64,
     /// Datagrams of new flows while the flow table was full (their flow is not remembered).
     pub udp_flows_untracked: AtomicU64,
+    /// Datagrams not recorded: their flow already has `max_records_per_connection` records.
+    pub udp_records_capped: AtomicU64,
 }
 
 impl Counters {
@@ -74,7 +76,7 @@ impl Counters {
         for (k, v) in fields {
             w.u64(k, self.get(v));
         }
-        let udp: [(&str, &AtomicU64); 10] = [
+        let udp: [(&str, &AtomicU64); 11] = [
             ("udp_datagrams", &self.udp_datagrams),
             (
                 "udp_no_original_destination",
@@ -94,6 +96,7 @@ impl Counters {
             ),
             ("udp_send_errors", &self.udp_send_errors),
             ("udp_flows_untracked", &self.udp_flows_untracked),
+            ("udp_records_capped", &self.udp_records_capped),
         ];
         for (k, v) in udp {
             w.u64(k, self.get(v));

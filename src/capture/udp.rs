@@ -122,6 +122,9 @@ pub fn send_from(reply: &[u8], from: SocketAddr, client: SocketAddr) -> io::Resu
 /// One worker's UDP state: flows, reply budgets, and a reused reply buffer.
 pub struct UdpState {
     flows: Flows,
+    /// Records one flow may write (`max_records_per_connection`); later datagrams of the
+    /// flow are counted, not recorded.
+    max_records: u32,
     budget: ReplyBudget,
     reply: Vec<u8>,
     next_sweep: Instant,
@@ -132,6 +135,7 @@ impl UdpState {
         let share = f64::from(cfg.udp.reply_bytes_per_second) / cfg.threads.max(1) as f64;
         UdpState {
             flows: Flows::new(cfg.udp.flow_idle),
+            max_records: cfg.max_records_per_connection,
             budget: ReplyBudget::new(cfg.udp.source_reply_bytes_per_second, share, now),
             reply: Vec::with_capacity(1500),
             next_sweep: now + SWEEP_EVERY,
@@ -152,6 +156,8 @@ pub async fn serve(worker: Rc<Worker>, socket: std::net::UdpSocket) {
     let mut state = UdpState::new(&worker.shared.cfg, Instant::now());
     let mut buf = Vec::with_capacity(MAX_DATAGRAM);
     let mut control = Vec::with_capacity(CONTROL_LEN);
+    // One record, then handed to the sink (a datagram past its flow's cap writes none).
+    let mut record = Vec::with_capacity(4096);
     let mut stop = std::pin::pin!(worker.stopped());
     loop {
         buf.clear();
@@ -176,19 +182,23 @@ pub async fn serve(worker: Rc<Worker>, socket: std::net::UdpSocket) {
                     sensor_name: &worker.shared.cfg.name,
                     community_id_seed: worker.shared.cfg.community_id_seed,
                 };
-                let mut ids = worker.ids.borrow_mut();
-                worker.sink.borrow_mut().push(|out| {
-                    state.datagram(
-                        &rx,
-                        &who,
-                        &mut ids,
-                        &worker.shared.counters,
-                        Instant::now(),
-                        SystemTime::now(),
-                        send_from,
-                        out,
-                    );
-                });
+                record.clear();
+                state.datagram(
+                    &rx,
+                    &who,
+                    &mut worker.ids.borrow_mut(),
+                    &worker.shared.counters,
+                    Instant::now(),
+                    SystemTime::now(),
+                    send_from,
+                    &mut record,
+                );
+                if !record.is_empty() {
+                    worker
+                        .sink
+                        .borrow_mut()
+                        .push(|out| out.extend_from_slice(&record));
+                }
             }
             Err(e) => {
                 // ICMP errors of earlier replies and the like: keep receiving.
@@ -222,7 +232,8 @@ pub struct Identity<'a> {
 }
 
 impl UdpState {
-    /// Records one datagram (appended to `out`) and answers it through `send(reply, from,
+    /// Records one datagram (appended to `out`; nothing past the flow's record cap) and
+    /// answers it through `send(reply, from,
     /// to)` if its protocol, the size rule and the budgets allow. No IO of its own, so the
     /// whole per-datagram path runs in benches and tests.
     #[allow(clippy::too_many_arguments)] // ok: the datagram path's inputs, each distinct
@@ -257,6 +268,10 @@ impl UdpState {
             .datagram(client, server, datagram.len(), now, wall, ids);
         if flow.untracked {
             counters.inc(&counters.udp_flows_untracked);
+        }
+        if flow.turn > self.max_records {
+            counters.inc(&counters.udp_records_capped);
+            return ReplyOutcome::None;
         }
         let parsed = Datagram::parse(server.port(), datagram);
         let ctx = DatagramContext {
@@ -402,7 +417,7 @@ mod tests {
     #[test]
     fn the_datagram_path_records_replies_and_suppresses() {
         let cfg = crate::config::Config::from_toml_str(
-            "name = \"t\"\nport = 8080\nudp = true\nthreads = 1\nudp_source_reply_bytes_per_second = 10",
+            "name = \"t\"\nport = 8080\nudp = true\nthreads = 1\nudp_source_reply_bytes_per_second = 10\nmax_records_per_connection = 3",
             std::path::Path::new("."),
         )
         .unwrap();
@@ -422,7 +437,7 @@ mod tests {
             original: Some(SocketAddr::new("198.51.100.2".parse().unwrap(), port)),
             local: None,
         };
-        let mut sent = Vec::new();
+        let sent = std::cell::RefCell::new(Vec::new());
         let mut out = Vec::new();
         let mut run = |state: &mut UdpState, rx: &Received<'_>, out: &mut Vec<u8>| {
             state.datagram(
@@ -433,7 +448,7 @@ mod tests {
                 t0,
                 SystemTime::UNIX_EPOCH,
                 |reply: &[u8], from, to| {
-                    sent.push((reply.len(), from, to));
+                    sent.borrow_mut().push((reply.len(), from, to));
                     Ok(())
                 },
                 out,
@@ -449,8 +464,8 @@ mod tests {
             run(&mut state, &rx(b"stats\r\n", 11211), &mut out),
             ReplyOutcome::Never
         );
-        assert_eq!(sent.len(), 1);
-        let (len, from, to) = sent[0];
+        assert_eq!(sent.borrow().len(), 1);
+        let (len, from, to) = sent.borrow()[0];
         assert!(len <= dns.len());
         assert_eq!(from, "198.51.100.2:53".parse().unwrap());
         assert_eq!(to, "192.0.2.7:40000".parse().unwrap());
@@ -481,5 +496,13 @@ mod tests {
         assert_eq!(counters.get(&counters.udp_suppressed_source_budget), 1);
         assert_eq!(counters.get(&counters.udp_suppressed_never), 1);
         assert_eq!(counters.get(&counters.udp_replies), 1);
+        // The DNS flow's third datagram is its last record (max_records_per_connection = 3);
+        // the fourth is counted, not recorded.
+        let lines = |out: &[u8]| out.iter().filter(|&&b| b == b'\n').count();
+        run(&mut state, &rx(dns, 53), &mut out);
+        assert_eq!(lines(&out), 4);
+        run(&mut state, &rx(dns, 53), &mut out);
+        assert_eq!(lines(&out), 4);
+        assert_eq!(counters.get(&counters.udp_records_capped), 1);
     }
 }
