@@ -16,6 +16,7 @@ use super::worker::Worker;
 use crate::fingerprint::community_id::community_id_v1;
 use crate::protocols::udp::budget::{Refused, ReplyBudget};
 use crate::protocols::udp::flow::Flows;
+use crate::protocols::udp::quic::{HelloReassembly, Progress, QuicInitial};
 use crate::protocols::udp::{
     Answer, Datagram, DatagramContext, DatagramTurn, ReplyOutcome, answer,
 };
@@ -24,6 +25,7 @@ use crate::stats::Counters;
 use compio::net::UdpSocket;
 use futures_util::future::{Either, select};
 use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
@@ -37,6 +39,10 @@ const CONTROL_LEN: usize = 128;
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// IP protocol number of UDP (Community ID).
 const IPPROTO_UDP: u8 = 17;
+/// QUIC ClientHellos being reassembled across datagrams, per worker at most (about 4.6 KB
+/// each), and how long one may wait for its next datagram.
+const MAX_PENDING_HELLOS: usize = 256;
+const PENDING_HELLO_TTL: Duration = Duration::from_secs(10);
 
 /// Creates a worker's UDP socket: SO_REUSEPORT, dual-stack for `::`, IP_TRANSPARENT (needs
 /// CAP_NET_ADMIN), original destinations as control messages.
@@ -128,6 +134,8 @@ pub struct UdpState {
     budget: ReplyBudget,
     reply: Vec<u8>,
     next_sweep: Instant,
+    /// QUIC flows whose ClientHello is not whole yet, and when they last added to it.
+    hellos: HashMap<(SocketAddr, SocketAddr), (Box<HelloReassembly>, Instant), ahash::RandomState>,
 }
 
 impl UdpState {
@@ -139,6 +147,7 @@ impl UdpState {
             budget: ReplyBudget::new(cfg.udp.source_reply_bytes_per_second, share, now),
             reply: Vec::with_capacity(1500),
             next_sweep: now + SWEEP_EVERY,
+            hellos: HashMap::default(),
         }
     }
 }
@@ -232,6 +241,36 @@ pub struct Identity<'a> {
 }
 
 impl UdpState {
+    /// A QUIC Initial, continuing the flow's ClientHello if an earlier datagram began it.
+    fn quic_initial<'d>(
+        &mut self,
+        client: SocketAddr,
+        server: SocketAddr,
+        datagram: &'d [u8],
+        now: Instant,
+    ) -> Datagram<'d> {
+        let key = (client, server);
+        let (parsed, progress) = match self.hellos.get_mut(&key) {
+            Some((reassembly, at)) => {
+                *at = now;
+                Datagram::parse_quic(server.port(), datagram, reassembly)
+            }
+            None => {
+                // On the stack; boxed only when the hello continues in a later datagram.
+                let mut fresh = HelloReassembly::new();
+                let (parsed, progress) = Datagram::parse_quic(server.port(), datagram, &mut fresh);
+                if progress == Progress::Partial && self.hellos.len() < MAX_PENDING_HELLOS {
+                    self.hellos.insert(key, (Box::new(fresh), now));
+                }
+                return parsed;
+            }
+        };
+        if progress != Progress::Partial {
+            self.hellos.remove(&key);
+        }
+        parsed
+    }
+
     /// Records one datagram (appended to `out`; nothing past the flow's record cap) and
     /// answers it through `send(reply, from,
     /// to)` if its protocol, the size rule and the budgets allow. No IO of its own, so the
@@ -253,6 +292,8 @@ impl UdpState {
         if now >= self.next_sweep {
             self.flows.sweep(now);
             self.budget.sweep(now);
+            self.hellos
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) <= PENDING_HELLO_TTL);
             self.next_sweep = now + SWEEP_EVERY;
         }
         let client = SocketAddr::new(rx.from.ip().to_canonical(), rx.from.port());
@@ -273,7 +314,11 @@ impl UdpState {
             counters.inc(&counters.udp_records_capped);
             return ReplyOutcome::None;
         }
-        let parsed = Datagram::parse(server.port(), datagram);
+        let parsed = if QuicInitial::looks_like(datagram) {
+            self.quic_initial(client, server, datagram, now)
+        } else {
+            Datagram::parse(server.port(), datagram)
+        };
         let ctx = DatagramContext {
             client,
             server,
@@ -504,5 +549,54 @@ mod tests {
         run(&mut state, &rx(dns, 53), &mut out);
         assert_eq!(lines(&out), 4);
         assert_eq!(counters.get(&counters.udp_records_capped), 1);
+    }
+
+    #[test]
+    fn a_quic_hello_over_two_datagrams_of_a_flow_gets_its_ja4() {
+        use crate::protocols::udp::quic::tests::{client_initial, crypto_frame, rfc_hello};
+        let cfg = crate::config::Config::from_toml_str(
+            "name = \"t\"\nport = 8080\nudp = true",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        let mut state = UdpState::new(&cfg, t0);
+        let (hello, ja4) = rfc_hello();
+        let dcid = [7u8; 8];
+        let first = client_initial(&dcid, 0, &crypto_frame(200, &hello[200..]));
+        let second = client_initial(&dcid, 1, &crypto_frame(0, &hello[..200]));
+        let mut out = Vec::new();
+        for d in [&first, &second] {
+            let rx = Received {
+                datagram: d,
+                truncated: false,
+                from: "192.0.2.7:40000".parse().unwrap(),
+                original: Some("198.51.100.2:443".parse().unwrap()),
+                local: None,
+            };
+            let who = Identity {
+                sensor_name: "t",
+                community_id_seed: 0,
+            };
+            let outcome = state.datagram(
+                &rx,
+                &who,
+                &mut EventIds::new(),
+                &Counters::default(),
+                t0,
+                SystemTime::UNIX_EPOCH,
+                |_, _, _| panic!("QUIC is never answered"),
+                &mut out,
+            );
+            assert_eq!(outcome, ReplyOutcome::None);
+        }
+        let recs: Vec<serde_json::Value> = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(recs[0]["spip"]["quic"]["partial"], true);
+        assert_eq!(recs[1]["tls"]["client"]["hash"]["ja4"], ja4.as_str());
+        assert!(state.hellos.is_empty(), "a whole hello is forgotten");
     }
 }

@@ -150,7 +150,25 @@ registry! {
     Dns => dns::DnsQuery,
 }
 
-impl Datagram<'_> {
+impl<'a> Datagram<'a> {
+    /// [`Datagram::parse`] for a datagram that [looks like a QUIC
+    /// Initial](quic::QuicInitial::looks_like): its CRYPTO frames join `reassembly`, which
+    /// may hold the flow's earlier ones.
+    pub fn parse_quic(
+        port: u16,
+        datagram: &'a [u8],
+        reassembly: &mut quic::HelloReassembly,
+    ) -> (Datagram<'a>, quic::Progress) {
+        if let Some(never) = Never::classify(port, datagram) {
+            let d = Datagram::Unclaimed(Unclaimed { never: Some(never) });
+            return (d, quic::Progress::Undecrypted);
+        }
+        match quic::QuicInitial::parse_with(datagram, reassembly) {
+            Some((q, progress)) => (Datagram::Quic(q), progress),
+            None => (Datagram::parse(port, datagram), quic::Progress::Undecrypted),
+        }
+    }
+
     /// Whether this is a protocol we never answer.
     pub fn never_answered(&self) -> bool {
         matches!(self, Datagram::Unclaimed(Unclaimed { never: Some(_) }))
