@@ -130,4 +130,41 @@ fn parse_and_fingerprint_paths_do_not_allocate() {
         }
     });
     assert_eq!(n, 0, "HTTP path allocated {n} times");
+
+    // Datagram responders: parse, answer, record fields. (QUIC is left out: rustls boxes its
+    // initial keys.)
+    use spip::protocols::TurnFields;
+    use spip::protocols::udp::{Datagram, DatagramContext, answer};
+    let ntp = {
+        let mut p = [0u8; 48];
+        p[0] = 0x23;
+        p
+    };
+    let datagrams: [(u16, &[u8]); 5] = [
+        (53, include_bytes!("data/udp/dig_a.bin")),
+        (53, include_bytes!("data/udp/dig_txt_noedns.bin")),
+        (161, include_bytes!("data/udp/snmpget_v2c.bin")),
+        (5060, include_bytes!("data/udp/sipsak_options.bin")),
+        (123, &ntp),
+    ];
+    let mut reply = Vec::with_capacity(65536);
+    for (port, d) in datagrams {
+        let ctx = DatagramContext {
+            client: "192.0.2.7:40000".parse().unwrap(),
+            server: std::net::SocketAddr::new([198, 51, 100, 2].into(), port),
+            now: std::time::SystemTime::UNIX_EPOCH,
+            random: 1,
+        };
+        let n = allocations(|| {
+            let parsed = Datagram::parse(port, d);
+            std::hint::black_box(answer(&parsed, d.len(), &ctx, &mut reply));
+            sink.clear();
+            let mut w = spip::json::JsonWriter::new(&mut sink);
+            w.begin();
+            parsed.write_ecs(&mut w);
+            parsed.write_spip(&mut w);
+            w.finish();
+        });
+        assert_eq!(n, 0, "datagram to port {port} allocated {n} times");
+    }
 }
