@@ -208,8 +208,8 @@ impl Collector for Snapshot {
                 &c.udp_suppressed_oversize,
             ),
             (
-                "udp_suppressed_source_budget",
-                "UDP replies over a source's budget",
+                "udp_suppressed_client_budget",
+                "UDP replies over one client address's budget",
                 &c.udp_suppressed_source_budget,
             ),
         ];
