@@ -243,6 +243,86 @@ mod tests {
             .collect()
     }
 
+    /// SYNs captured with tcpdump in a network namespace (loopback, so MSS 65495 and 65476).
+    const CURL_V4: &str = "4500 003c 26fd 4000 4006 15bd 7f00 0001 7f00 0001 a886 1f90 4f48 cb29
+        0000 0000 a002 ffd7 fe30 0000 0204 ffd7 0402 080a 8594 a18d 0000 0000 0103 030a";
+    const CURL_V6: &str = "600a b1d5 0028 0640 0000 0000 0000 0000 0000 0000 0000 0001
+        0000 0000 0000 0000 0000 0000 0000 0001 be2e 1f90 f318 9917 0000 0000 a002 ffc4
+        0030 0000 0204 ffc4 0402 080a 3f7d 497f 0000 0000 0103 030a";
+    /// `hping3 -S -p 8080 -c 1`: no options.
+    const HPING3: &str = "4500 0028 8cda 0000 4006 eff3 7f00 0001 7f00 0001 0870 1f90 2474 1b12
+        1568 6173 5002 0200 d17e 0000";
+    /// `hping3 -S --tcp-mss 1400 --tcp-timestamp`.
+    const HPING3_OPTIONS: &str = "4500 0038 a078 0000 4006 dc45 7f00 0001 7f00 0001 0870 1f90
+        2474 1b12 1568 6173 9002 0200 ad34 0000 0204 0578 0101 080a da8c f925 0000 0000";
+    /// `nmap -sS`: window 1024, MSS 1460 only, a random TTL.
+    const NMAP_SS: &str = "4500 002c a06e 0000 2c06 f05b 7f00 0001 7f00 0001 b94a 1f90 5233 0c7c
+        0000 0000 6002 0400 5e9a 0000 0204 05b4";
+    /// `nmap -sS --scanflags SYNECECWR`.
+    const NMAP_SS_ECN: &str = "4500 002c 6475 0000 3306 2555 7f00 0001 7f00 0001 c07b 1f90
+        87b3 e429 0000 0000 60c2 0400 497b 0000 0204 05b4";
+
+    #[test]
+    fn real_syns() {
+        let curl = parse(&unhex(CURL_V4)).unwrap();
+        assert_eq!((curl.ip_version, curl.ttl, curl.window), (4, 64, 65495));
+        assert_eq!(curl.options.kinds(), &[2, 4, 8, 1, 3]);
+        assert_eq!(
+            (curl.options.mss, curl.options.window_scale),
+            (Some(65495), Some(10))
+        );
+        assert_eq!(
+            (curl.tcp_flags, curl.ecn_setup(), curl.ip_ecn),
+            (FLAG_SYN, false, 0)
+        );
+
+        let curl6 = parse(&unhex(CURL_V6)).unwrap();
+        assert_eq!((curl6.ip_version, curl6.ttl, curl6.window), (6, 64, 65476));
+        assert_eq!(curl6.options.kinds_text().as_bytes(), b"2-4-8-1-3");
+        assert_eq!(curl6.options.mss, Some(65476));
+
+        let hping = parse(&unhex(HPING3)).unwrap();
+        assert_eq!((hping.ttl, hping.window), (64, 512));
+        assert!(hping.options.kinds().is_empty());
+        assert_eq!(
+            (hping.options.mss, hping.options.window_scale),
+            (None, None)
+        );
+
+        let hping = parse(&unhex(HPING3_OPTIONS)).unwrap();
+        assert_eq!(hping.options.kinds(), &[2, 1, 1, 8]);
+        assert_eq!(hping.options.mss, Some(1400));
+
+        let nmap = parse(&unhex(NMAP_SS)).unwrap();
+        assert_eq!(
+            (nmap.ttl, nmap.window, nmap.options.mss),
+            (44, 1024, Some(1460))
+        );
+        assert_eq!(nmap.options.kinds(), &[2]);
+
+        let ecn = parse(&unhex(NMAP_SS_ECN)).unwrap();
+        assert_eq!(ecn.tcp_flags, FLAG_SYN | FLAG_ECE | FLAG_CWR);
+        assert!(ecn.ecn_setup());
+        assert_eq!(ecn.tcp_flags & (FLAG_ACK | FLAG_AE), 0);
+    }
+
+    #[cfg(feature = "ja4plus")]
+    #[test]
+    fn real_syns_ja4t() {
+        use crate::fingerprint::ja4t::ja4t;
+        let fp = |hex: &str| {
+            let f = parse(&unhex(hex)).unwrap();
+            ja4t(f.window, &f.options).as_str().to_string()
+        };
+        assert_eq!(fp(CURL_V4), "65495_2-4-8-1-3_65495_10");
+        assert_eq!(fp(CURL_V6), "65476_2-4-8-1-3_65476_10");
+        assert_eq!(fp(HPING3), "512_00_00_00");
+        assert_eq!(fp(HPING3_OPTIONS), "512_2-1-1-8_1400_00");
+        // The spec's Nmap example, and the ECN-setup SYN masked to the same fingerprint.
+        assert_eq!(fp(NMAP_SS), "1024_2_1460_00");
+        assert_eq!(fp(NMAP_SS_ECN), "1024_2_1460_00");
+    }
+
     #[test]
     fn options_with_eol_padding() {
         let o = TcpOptions::parse(&unhex("020405b4010303060101080a0000000000000000 04020000"));
