@@ -51,7 +51,13 @@ put("config", "minimal", b'name = "sensor-1"\nport = 8080\n')
 put("config", "full", b'name = "s"\nip = "0.0.0.0"\nport = 443\ncert_path = "c.pem"\nkey_path = "k.pem"\n'
     b'log_file = ""\nread_timeout_seconds = 30\ncommunity_id_seed = 1\n\n[loom]\nenabled = true\n'
     b'url = "https://loom.example/ingest"\nsensor_id = "x"\ntoken = "t"\nflush_interval = "10s"\n')
+# SYNs: a minimal IPv4 header + TCP header around each vector's options (padded to 4 bytes).
+for i, v in enumerate(json.load(open(os.path.join(vec, "ja4t_vectors.json")))["vectors"]):
+    opts = bytes.fromhex(v["syn_tcp_options_hex"]); opts += bytes(-len(opts) % 4)
+    tcp = struct.pack(">HHIIBBHHH", 40000, 80, 1, 0, (5 + len(opts) // 4) << 4, 2, v["syn_window"], 0, 0) + opts
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, bytes(4), bytes(4))
+    put("syn", f"syn{i}", ip + tcp)
 PY
-for t in tls_client_hello http_request ssh_kexinit inspect config http2; do
+for t in tls_client_hello http_request ssh_kexinit inspect config http2 syn; do
     echo "$t: $(ls "$here/corpus/$t" | wc -l) seeds"
 done

@@ -1136,6 +1136,15 @@ mod tests {
     }
 
     #[test]
+    fn save_syn_defaults_on_and_can_be_turned_off() {
+        assert!(parse("name = \"s1\"\nport = 8080\n").unwrap().save_syn);
+        let c = parse("name = \"s1\"\nport = 8080\nsave_syn = false\n").unwrap();
+        assert!(!c.save_syn);
+        assert!(c.describe().contains("save_syn = false\n"));
+        assert!(parse("name = \"s1\"\nport = 8080\nsave_syn = 1\n").is_err());
+    }
+
+    #[test]
     fn zero_means_default_like_spip() {
         let c = parse("name=\"a\"\nport=1\nread_timeout_seconds=0\nrate_limit_burst=0").unwrap();
         assert_eq!(c.read_timeout, Duration::from_secs(30));

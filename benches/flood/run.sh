@@ -10,6 +10,7 @@
 # floor) and `openssl s_server -www` (single-threaded, a heavier reference), with an ECDSA P-256 certificate
 # (spip-agent gen-cert) and an RSA-2048 one (openssl req).
 #
+# `save_syn = false` runs the empty and payload floods again without SYN facts (their cost).
 # For each sensor and mode it prints the sensor's own CPU time per connection (utime+stime
 # from /proc/PID/stat, all threads), connections per second, and for spip the records written
 # against the connections completed. `hold` reports RSS per held idle connection.
@@ -71,6 +72,8 @@ EOF
 start_sensor() { # name
     if [ "${1%-loom}" = spip ]; then
         ip netns exec "$NS" "$BIN/spip-agent" --config "$WORK/spip.toml" 2>"$WORK/spip.err" &
+    elif [ "$1" = spip-nosyn ]; then
+        ip netns exec "$NS" "$BIN/spip-agent" --config "$WORK/spip-nosyn.toml" 2>"$WORK/spip-nosyn.err" &
     elif [ "$1" = spip-tls ]; then
         ip netns exec "$NS" "$BIN/spip-agent" --config "$WORK/spip-tls.toml" 2>"$WORK/spip-tls.err" &
     elif [ "$1" = rustls ]; then
@@ -197,6 +200,15 @@ for sensor in baseline spip; do
     stop_sensor
 done
 
+# SYN saving off (save_syn = false) against the default above, same run: the cost of
+# TCP_SAVE_SYN on the listener plus one getsockopt(TCP_SAVED_SYN) and parse per connection.
+sed 's#records.jsonl#records-nosyn.jsonl#' "$WORK/spip.toml" > "$WORK/spip-nosyn.toml"
+echo 'save_syn = false' >> "$WORK/spip-nosyn.toml"
+start_sensor spip-nosyn
+flood spip-nosyn empty
+flood spip-nosyn payload
+stop_sensor
+
 # Loom on: the same payload flood, records also POSTed to a local Loom stand-in.
 LOOM_PORT=9999
 ip netns exec "$NS" iptables -t nat -I OUTPUT 1 -p tcp -d 127.0.0.0/8 --dport $LOOM_PORT -j RETURN
@@ -238,6 +250,11 @@ awk -v on="${RESULT[spip-loom,payload,worker_us]}" -v off="${RESULT[spip,payload
     -v allon="${RESULT[spip-loom,payload,us]}" -v alloff="${RESULT[spip,payload,us]}" \
     'BEGIN { printf "loom on: capture %s us/conn vs %s off (%.2fx); whole process %s vs %s us/conn\n", on, off, on / off, allon, alloff }'
 echo "loom shipped $shipped of ${RESULT[spip-loom,payload,completed]} records"
+for mode in empty payload; do
+    awk -v on="${RESULT[spip,$mode,us]}" -v off="${RESULT[spip-nosyn,$mode,us]}" \
+        -v won="${RESULT[spip,$mode,worker_us]}" -v woff="${RESULT[spip-nosyn,$mode,worker_us]}" -v m=$mode \
+        'BEGIN { printf "save_syn %-7s on %s us/conn (capture %s), off %s (capture %s): SYN facts cost %+.1f%%\n", m, on, won, off, woff, (on / off - 1) * 100 }'
+done
 grep final_stats "$WORK/spip.err" || true
 [ "$TLS" = 1 ] && tls_section
 exit 0
