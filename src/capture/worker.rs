@@ -207,7 +207,13 @@ async fn tick(worker: Rc<Worker>) {
         compio::time::sleep(TICK).await;
         worker.sink.borrow_mut().flush();
         let now = Instant::now();
-        worker.admission.borrow_mut().maybe_sweep(now);
+        let evicted = {
+            let mut admission = worker.admission.borrow_mut();
+            admission.maybe_sweep(now);
+            admission.take_evicted()
+        };
+        let counters = &worker.shared.counters;
+        counters.add(&counters.admission_evictions, evicted);
         worker.registry.borrow_mut().sweep(now);
         if worker.shared.shutdown.load(Ordering::Acquire) && !worker.stopping() {
             worker.stop.fire();

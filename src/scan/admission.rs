@@ -17,6 +17,7 @@
 use ahash::RandomState;
 use lru::LruCache;
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 /// Sources tracked per thread; beyond it the least recently seen one is forgotten.
@@ -88,6 +89,14 @@ impl SourceKey {
     }
 }
 
+/// An LRU map holding at most `capacity` entries that allocates as it fills (the crate's bounded
+/// constructor would reserve the whole capacity up front).
+fn bounded_lru(capacity: usize) -> LruCache<SourceKey, Source, RandomState> {
+    let mut map = LruCache::unbounded_with_hasher(RandomState::new());
+    map.resize(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN));
+    map
+}
+
 /// What admission remembers of one source.
 #[derive(Debug)]
 struct Source {
@@ -103,7 +112,6 @@ pub struct Admission {
     global: TokenBucket,
     per_source: Option<(f64, f64)>,
     sources: LruCache<SourceKey, Source, RandomState>,
-    capacity: usize,
     /// Sources seen in the current and the previous [`ACTIVE_WINDOW`].
     active_now: u32,
     active_before: u32,
@@ -147,10 +155,7 @@ impl Admission {
             global: TokenBucket::new(scaled(rate_per_sec), scaled(burst), now),
             per_source: (per_source_rate > 0)
                 .then(|| (scaled(per_source_rate), scaled(per_source_burst))),
-            // Unbounded map, bounded by us: it grows with the sources seen instead of
-            // reserving the whole capacity up front.
-            sources: LruCache::unbounded_with_hasher(RandomState::new()),
-            capacity: capacity.max(1),
+            sources: bounded_lru(capacity),
             active_now: 0,
             active_before: 0,
             window_start: now,
@@ -163,10 +168,8 @@ impl Admission {
     pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
         self.roll_window(now);
         let key = SourceKey::of(ip);
-        if self.sources.len() >= self.capacity
-            && !self.sources.contains(&key)
-            && self.sources.pop_lru().is_some()
-        {
+        // When full, inserting reuses the least recently seen source's entry (no allocation).
+        if self.sources.len() >= self.sources.cap().get() && !self.sources.contains(&key) {
             self.evicted += 1;
         }
         let mut inserted = false;
@@ -252,9 +255,9 @@ impl Admission {
         self.sources.len()
     }
 
-    /// Sources forgotten because the table was full.
-    pub fn evicted(&self) -> u64 {
-        self.evicted
+    /// Sources forgotten because the table was full, since the last call.
+    pub fn take_evicted(&mut self) -> u64 {
+        std::mem::take(&mut self.evicted)
     }
 }
 
@@ -331,12 +334,12 @@ mod tests {
         // w is seen again (refused, but seen): x is now the least recently seen.
         assert_eq!(a.admit(w, t(4)), Err(Refusal::PerSourceLimited));
         assert_eq!(a.admit(z, t(5)), Ok(()));
-        assert_eq!((a.tracked_sources(), a.evicted()), (3, 1));
+        assert_eq!((a.tracked_sources(), a.take_evicted()), (3, 1));
         // w and z keep their state (still limited); x starts afresh, evicting y.
         assert_eq!(a.admit(w, t(6)), Err(Refusal::PerSourceLimited));
         assert_eq!(a.admit(z, t(6)), Err(Refusal::PerSourceLimited));
         assert_eq!(a.admit(x, t(7)), Ok(()));
-        assert_eq!(a.evicted(), 2);
+        assert_eq!(a.take_evicted(), 1);
     }
 
     #[test]
