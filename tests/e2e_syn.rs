@@ -182,6 +182,63 @@ fn syn_cookies_are_counted_as_not_saved() {
     assert_eq!(counter(&stderr, "syn_not_saved"), 1, "{stderr}");
 }
 
+/// Spip's global budget (20/s, small burst) with one busy source: a quiet source's
+/// connections all get through (fair share), while the busy one is held back and counted.
+fn one_busy_source_leaves_room_for_another() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let mut sensor = Sensor::start(
+        &ns,
+        "threads = 1\nrate_limit_per_second = 20\nrate_limit_burst = 40\n\
+         per_source_rate_per_second = 100\nper_source_burst = 1000",
+    );
+    let quiet_sent = ns.within(|| {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let addr: SocketAddr = "127.0.0.1:9301".parse().unwrap();
+                let deadline = std::time::Instant::now() + Duration::from_secs(6);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                    && std::time::Instant::now() < deadline
+                {
+                    drop(std::net::TcpStream::connect_timeout(&addr, SECS5));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        let target: SocketAddr = "127.0.0.1:9302".parse().unwrap();
+        let mut sent = 0;
+        for _ in 0..8 {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+            let from: SocketAddr = "127.0.0.2:0".parse().unwrap();
+            s.bind(&from.into()).unwrap();
+            s.connect_timeout(&target.into(), SECS5).unwrap();
+            drop(s);
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        busy.join().unwrap();
+        sent
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, stderr) = sensor.stop();
+    assert_eq!(code, 0);
+    let records = sensor.records();
+    let quiet = with_dport(&records, 9302);
+    let busy = with_dport(&records, 9301);
+    assert_eq!(quiet.len(), quiet_sent, "quiet source starved: {stderr}");
+    assert!(quiet.iter().all(|r| r["source"]["ip"] == "127.0.0.2"));
+    let held_back = counter(&stderr, "fair_share_limited") + counter(&stderr, "rate_limited");
+    assert!(held_back > 0, "the busy source was never limited: {stderr}");
+    assert!(
+        busy.len() < 200,
+        "busy source admitted {}: {stderr}",
+        busy.len()
+    );
+}
+
 common::test_main! {
     needs_root: [
         curl_syns_are_recorded_over_ipv4_and_ipv6,
@@ -189,6 +246,7 @@ common::test_main! {
         nmap_connect_scan_gets_syn_facts_and_hping3_syn_leaves_none,
         save_syn_off_records_no_syn_facts,
         syn_cookies_are_counted_as_not_saved,
+        one_busy_source_leaves_room_for_another,
     ],
     no_root: [],
 }
