@@ -168,6 +168,14 @@ impl Admission {
     /// Decides on a new connection from `ip`.
     pub fn admit(&mut self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
         self.roll_window(now);
+        // Without a per-source rate, an uncontended global budget needs no per-source state
+        // (fair shares start to count once it is contended).
+        if self.per_source.is_none() {
+            self.global.refill(now);
+            if self.global.tokens >= self.global.burst / 2.0 && self.global.allow(now) {
+                return Ok(());
+            }
+        }
         let key = SourceKey::of(ip);
         // When full, inserting reuses the least recently seen source's entry (no allocation).
         if self.sources.len() >= self.sources.cap().get() && !self.sources.contains(&key) {
