@@ -109,6 +109,9 @@ pub struct Config {
 
     pub loom: LoomConfig,
     pub elasticsearch: ElasticConfig,
+    /// TCP_SAVE_SYN on the listeners: SYN facts (and JA4T) on every record. Off saves a
+    /// getsockopt per connection under extreme SYN rates.
+    pub save_syn: bool,
 }
 
 /// How traffic reaches the listener.
@@ -295,6 +298,7 @@ struct RawConfig {
     io_uring_taskrun: Option<String>,
     loom: Option<RawLoom>,
     elasticsearch: Option<RawElastic>,
+    save_syn: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -681,6 +685,7 @@ impl Config {
             },
             loom: validate_loom(raw.loom.unwrap_or_default())?,
             elasticsearch: validate_elastic(raw.elasticsearch.unwrap_or_default(), &resolve)?,
+            save_syn: raw.save_syn.unwrap_or(true),
         };
         if cfg.read_timeout > cfg.session_timeout {
             return Err(err(
@@ -790,6 +795,7 @@ impl Config {
         );
         line("io_driver", q(&self.io_driver));
         line("io_uring_taskrun", q(&self.io_uring_taskrun));
+        line("save_syn", self.save_syn.to_string());
         line("loom.enabled", self.loom.enabled.to_string());
         if self.loom.enabled {
             line("loom.url", q(&self.loom.url));
@@ -1127,6 +1133,15 @@ mod tests {
         assert_eq!(c.loom.batch_size, 50);
         assert_eq!(c.loom.flush_interval, Duration::from_secs(10));
         assert_eq!(c.ssh_banner, DEFAULT_SSH_BANNER);
+    }
+
+    #[test]
+    fn save_syn_defaults_on_and_can_be_turned_off() {
+        assert!(parse("name = \"s1\"\nport = 8080\n").unwrap().save_syn);
+        let c = parse("name = \"s1\"\nport = 8080\nsave_syn = false\n").unwrap();
+        assert!(!c.save_syn);
+        assert!(c.describe().contains("save_syn = false\n"));
+        assert!(parse("name = \"s1\"\nport = 8080\nsave_syn = 1\n").is_err());
     }
 
     #[test]
