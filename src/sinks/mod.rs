@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
+
 /// One output. Each sink runs on its own thread, fed by a queue bounded in bytes; the capture path never
 /// waits for it. Retry with backoff, Retry-After, the memory budget, counters and the shutdown drain are
 /// the shared runner's job (written once in src/sinks/), not the sink's.
