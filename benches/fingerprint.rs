@@ -17,34 +17,34 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn vectors(file: &str) -> Option<serde_json::Value> {
-    let path = format!("{}/../shared/vectors/{file}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+/// A vector file from `tests/data/vectors/`; a missing one stops the bench.
+fn vectors(file: &str) -> serde_json::Value {
+    let path = format!("{}/tests/data/vectors/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("vector file {path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("vector file {path}: {e}"))
 }
 
 fn firefox_512() -> Vec<u8> {
-    // tls12.pcap: a single 512-byte Firefox hello (falls back to the synthetic hello).
-    vectors("ja4_ja3_clienthello_vectors.json")
-        .and_then(|v| {
-            v["vectors"].as_array()?.iter().find_map(|r| {
+    // tls12.pcap: a single 512-byte Firefox hello.
+    vectors("ja4_ja3_clienthello_vectors.json")["vectors"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter().find_map(|r| {
                 let m = unhex(r["client_hello_handshake_hex"].as_str()?);
                 (m.len() == 512).then_some(m)
             })
         })
-        .unwrap_or_else(hellos::chrome_like_hello)
+        .expect("a 512-byte ClientHello in the vectors")
 }
 
 fn openssh_kexinit() -> Vec<u8> {
     let v = vectors("hassh_vectors.json");
-    let lists: Vec<String> = v
-        .as_ref()
-        .and_then(|v| {
-            v["vectors"][0]["client_kexinit_namelists"]
-                .as_array()
-                .cloned()
-        })
-        .map(|l| l.iter().map(|s| s.as_str().unwrap().to_string()).collect())
-        .unwrap_or_else(|| vec!["curve25519-sha256".to_string(); 10]);
+    let lists: Vec<&str> = v["vectors"][0]["client_kexinit_namelists"]
+        .as_array()
+        .expect("client_kexinit_namelists")
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
     let mut p = vec![20u8];
     p.extend_from_slice(&[7; 16]);
     for l in &lists {

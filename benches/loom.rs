@@ -51,9 +51,9 @@ fn offer_cost(c: &mut Criterion) {
     loom.shutdown(Duration::from_secs(10));
     eprintln!(
         "offer bench: posted {} records in {} batches, dropped {} (over budget while the shipper caught up)",
-        counters.records_posted.load(Ordering::Relaxed),
-        counters.batches_posted.load(Ordering::Relaxed),
-        counters.records_dropped.load(Ordering::Relaxed),
+        counters.sent.load(Ordering::Relaxed),
+        counters.batches.load(Ordering::Relaxed),
+        counters.dropped.load(Ordering::Relaxed),
     );
 }
 
@@ -78,7 +78,7 @@ fn end_to_end(c: &mut Criterion) {
                     }
                     loom.shutdown(Duration::from_secs(60));
                     total += t0.elapsed();
-                    assert_eq!(counters.records_posted.load(Ordering::Relaxed), N);
+                    assert_eq!(counters.sent.load(Ordering::Relaxed), N);
                 }
                 total
             })

@@ -1,8 +1,8 @@
 #!/bin/sh
-# Seeds fuzz/corpus/<target>/ from ../shared/vectors (corpus dirs are git-ignored).
+# Seeds fuzz/corpus/<target>/ from tests/data/vectors (corpus dirs are git-ignored).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-vectors=${VECTORS:-$here/../../shared/vectors}
+vectors=${VECTORS:-$here/../tests/data/vectors}
 [ -d "$vectors" ] || { echo "no vectors at $vectors" >&2; exit 1; }
 python3 - "$vectors" "$here/corpus" <<'PY'
 import json, os, struct, sys

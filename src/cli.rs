@@ -4,7 +4,6 @@
 //! (and the output of `--check`/`inspect`); every diagnostic goes to stderr.
 
 use crate::config::Config;
-use crate::loom::{Loom, LoomCounters};
 use crate::server::{self, DriverChoice};
 use clap::{Parser, Subcommand};
 use std::io::{Read, Write};
@@ -144,7 +143,7 @@ fn run(path: &std::path::Path, check: bool) -> i32 {
     };
     if check {
         if let Some(files) = &cfg.tls
-            && let Err(e) = crate::tls::TlsConfigs::load(files)
+            && let Err(e) = crate::engine::tls::TlsConfigs::load(files)
         {
             eprintln!("spip: {e}");
             return 2;
@@ -157,23 +156,7 @@ fn run(path: &std::path::Path, check: bool) -> i32 {
         "poll" => DriverChoice::Poll,
         _ => DriverChoice::Auto,
     };
-    if !cfg.loom.enabled {
-        return server::run(cfg, driver, None, None);
-    }
-    let counters = std::sync::Arc::new(LoomCounters::default());
-    let loom = match Loom::start(&cfg.loom, counters.clone()) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("spip: cannot start the Loom shipper: {e}");
-            return 1;
-        }
-    };
-    eprintln!(
-        "spip: shipping records to Loom at {} (batch {}, every {:?})",
-        cfg.loom.url, cfg.loom.batch_size, cfg.loom.flush_interval
-    );
-    let hook: server::StatsHook = Box::new(move |w| counters.write_stats(w));
-    server::run(cfg, driver, Some(Box::new(loom)), Some(hook))
+    server::run(cfg, driver)
 }
 
 fn redirect(
@@ -263,7 +246,7 @@ fn redirect(
 
 fn gen_cert(dir: &std::path::Path, cn: &str) -> i32 {
     use std::os::unix::fs::OpenOptionsExt;
-    let (cert, key) = match crate::tls::generate_self_signed(cn) {
+    let (cert, key) = match crate::engine::tls::generate_self_signed(cn) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("spip: gen-cert: {e}");

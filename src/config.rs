@@ -50,8 +50,14 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// Rotate `log_file` before it would exceed this many bytes (0 = never by size).
     pub log_max_bytes: u64,
-    /// Rotated files kept (`log_file.1` … `log_file.N`).
+    /// Rotated files kept (`log_file.1` … `log_file.N`, or earlier files of the time pattern).
     pub log_max_files: usize,
+    /// Rotated files older than this are deleted (None = no age limit).
+    pub log_max_age: Option<Duration>,
+    /// Rotated files are deleted, oldest first, while they add up to more (0 = no limit).
+    pub log_max_total_bytes: u64,
+    /// Time-based rotation: a new file every interval, `log_file` being a strftime pattern.
+    pub log_rotate_interval: Option<Duration>,
     /// "redirect" (NAT REDIRECT; original port from conntrack) or "tproxy" (IP_TRANSPARENT
     /// listener; original destination = local address).
     pub mode: Mode,
@@ -75,10 +81,23 @@ pub struct Config {
     /// TLS handshake deadline (TLS mode).
     pub handshake_timeout: Duration,
     pub ssh_banner: String,
+    /// Host name in protocol banners (SMTP, FTP, POP3, IMAP, telnet prompts).
+    pub banner_hostname: String,
+    /// Silence that ends a turn no responder frames.
+    pub turn_pause: Duration,
+    /// Records one connection may write; the last one holds the rest of its payload.
+    pub max_records_per_connection: u32,
+    /// Record bytes one connection may write before the rest goes into one final record.
+    pub max_record_bytes_per_connection: usize,
+    /// `[ports]`: destination port -> responder name, over the built-in defaults.
+    pub ports: Vec<(u16, String)>,
     /// Record connections that send nothing (scan telemetry).
     pub log_empty_connections: bool,
-    /// Records waiting for the writer; beyond it records are dropped and counted.
-    pub output_queue_records: usize,
+    /// Bytes each sink may hold (queued, in flight, awaiting a retry); over it the oldest
+    /// records are dropped and counted.
+    pub sink_queue_bytes: usize,
+    /// `/metrics` listener (None = off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub stats_interval: Duration,
     /// On SIGTERM, how long live connections may go on.
     pub shutdown_grace: Duration,
@@ -109,6 +128,13 @@ impl Mode {
 pub const DEFAULT_LOG_MAX_BYTES: u64 = 100 << 20;
 /// Default `log_max_files`.
 pub const DEFAULT_LOG_MAX_FILES: usize = 10;
+/// Default `sink_queue_bytes`: 64 MiB.
+pub const DEFAULT_SINK_QUEUE_BYTES: usize = 64 << 20;
+/// Largest `shutdown_grace_seconds`: with the sinks' drain ([`SINK_DRAIN`]) the stop takes at
+/// most 25 s, inside the packaged unit's `TimeoutStopSec=30s`.
+pub const MAX_SHUTDOWN_GRACE_SECONDS: i64 = 20;
+/// How long the sinks may drain after the connections ended.
+pub const SINK_DRAIN: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -162,6 +188,9 @@ struct RawConfig {
     log_file: Option<String>,
     log_max_bytes: Option<i64>,
     log_max_files: Option<i64>,
+    log_max_age: Option<String>,
+    log_max_total_bytes: Option<i64>,
+    log_rotate_interval: Option<String>,
     mode: Option<String>,
     read_timeout_seconds: Option<i64>,
     write_timeout_seconds: Option<i64>,
@@ -176,8 +205,16 @@ struct RawConfig {
     session_timeout_seconds: Option<i64>,
     handshake_timeout_seconds: Option<i64>,
     ssh_banner: Option<String>,
+    banner_hostname: Option<String>,
+    turn_pause_ms: Option<i64>,
+    max_records_per_connection: Option<i64>,
+    max_record_bytes_per_connection: Option<i64>,
+    ports: Option<std::collections::BTreeMap<String, String>>,
     log_empty_connections: Option<bool>,
+    /// Replaced by `sink_queue_bytes`; still accepted (and range-checked) so old files load.
     output_queue_records: Option<i64>,
+    sink_queue_bytes: Option<i64>,
+    metrics_listen: Option<String>,
     stats_interval_seconds: Option<i64>,
     shutdown_grace_seconds: Option<i64>,
     io_driver: Option<String>,
@@ -196,6 +233,32 @@ struct RawLoom {
     flush_interval: Option<String>,
     insecure_skip_verify: Option<bool>,
     max_pending_bytes: Option<i64>,
+}
+
+/// `[ports]`: keys are ports (1-65535), values responder names.
+fn port_table(
+    raw: std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(u16, String)>, ConfigError> {
+    raw.into_iter()
+        .map(|(port, name)| {
+            let key = format!("ports.{port}");
+            let p = port
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| err(&key, "the key must be a port number (1-65535)"))?;
+            if !crate::protocols::NAMES.contains(&name.as_str()) {
+                return Err(err(
+                    &key,
+                    format!(
+                        "{name:?} is not a responder; one of: {}",
+                        crate::protocols::NAMES.join(", ")
+                    ),
+                ));
+            }
+            Ok((p, name))
+        })
+        .collect()
 }
 
 /// A number in `lo..=hi`, where absent or 0 means `default`.
@@ -280,6 +343,30 @@ impl Config {
             (None, Some(_)) => return Err(err("cert_path", "is required when key_path is set")),
         };
         let log_file = nonempty(raw.log_file).map(|f| resolve(&f));
+        let log_rotate_interval = match raw.log_rotate_interval.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(parse_duration(s).map_err(|p| err("log_rotate_interval", p))?),
+        };
+        if let Some(interval) = log_rotate_interval {
+            let Some(pattern) = &log_file else {
+                return Err(err(
+                    "log_rotate_interval",
+                    "needs log_file (a strftime-style pattern such as \"spip-%Y%m%d-%H.jsonl\")",
+                ));
+            };
+            crate::sinks::file::check_pattern(&pattern.to_string_lossy())
+                .map_err(|p| err("log_file", p))?;
+            if interval < Duration::from_secs(1) {
+                return Err(err("log_rotate_interval", "must be at least 1s"));
+            }
+        }
+        number(
+            "output_queue_records",
+            raw.output_queue_records,
+            65_536,
+            16,
+            16 << 20,
+        )?;
         let day = 86_400;
         let cfg = Config {
             name,
@@ -305,6 +392,21 @@ impl Config {
                 1,
                 1000,
             )? as usize,
+            log_max_age: match raw.log_max_age.as_deref() {
+                None | Some("") => None,
+                Some(s) => Some(parse_duration(s).map_err(|p| err("log_max_age", p))?),
+            },
+            log_max_total_bytes: match raw.log_max_total_bytes {
+                None | Some(0) => 0,
+                Some(n) if (4096..=1 << 50).contains(&n) => n as u64,
+                Some(n) => {
+                    return Err(err(
+                        "log_max_total_bytes",
+                        format!("{n} is out of range (0 = no limit, or 4096..=2^50)"),
+                    ));
+                }
+            },
+            log_rotate_interval,
             mode: match raw.mode.as_deref() {
                 None | Some("") | Some("redirect") => Mode::Redirect,
                 Some("tproxy") => Mode::Tproxy,
@@ -395,14 +497,62 @@ impl Config {
                     ));
                 }
             },
-            log_empty_connections: raw.log_empty_connections.unwrap_or(true),
-            output_queue_records: number(
-                "output_queue_records",
-                raw.output_queue_records,
-                65_536,
-                16,
-                16 << 20,
+            banner_hostname: match raw.banner_hostname {
+                None => "ubuntu".to_string(),
+                Some(h)
+                    if !h.is_empty()
+                        && h.len() <= 253
+                        && h.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) =>
+                {
+                    h
+                }
+                Some(_) => {
+                    return Err(err(
+                        "banner_hostname",
+                        "must be a host name: letters, digits, '-' and '.', at most 253",
+                    ));
+                }
+            },
+            turn_pause: Duration::from_millis(number(
+                "turn_pause_ms",
+                raw.turn_pause_ms,
+                200,
+                1,
+                60_000,
+            )? as u64),
+            max_records_per_connection: number(
+                "max_records_per_connection",
+                raw.max_records_per_connection,
+                100,
+                2,
+                1_000_000,
+            )? as u32,
+            max_record_bytes_per_connection: number(
+                "max_record_bytes_per_connection",
+                raw.max_record_bytes_per_connection,
+                1 << 20,
+                4096,
+                1 << 30,
             )? as usize,
+            ports: port_table(raw.ports.unwrap_or_default())?,
+            log_empty_connections: raw.log_empty_connections.unwrap_or(true),
+            sink_queue_bytes: number(
+                "sink_queue_bytes",
+                raw.sink_queue_bytes,
+                DEFAULT_SINK_QUEUE_BYTES as i64,
+                1 << 16,
+                1 << 34,
+            )? as usize,
+            metrics_listen: match raw.metrics_listen.as_deref() {
+                None | Some("") => None,
+                Some(a) => Some(a.parse().map_err(|_| {
+                    err(
+                        "metrics_listen",
+                        format!("{a:?} is not an address:port such as \"127.0.0.1:9464\""),
+                    )
+                })?),
+            },
             stats_interval: seconds(
                 "stats_interval_seconds",
                 raw.stats_interval_seconds,
@@ -413,7 +563,7 @@ impl Config {
                 "shutdown_grace_seconds",
                 raw.shutdown_grace_seconds,
                 5,
-                3600,
+                MAX_SHUTDOWN_GRACE_SECONDS,
             )?,
             io_driver: match raw.io_driver.as_deref() {
                 None | Some("") | Some("auto") => "auto".to_string(),
@@ -469,6 +619,11 @@ impl Config {
         line("log_file", q(log.as_deref().unwrap_or("")));
         line("log_max_bytes", self.log_max_bytes.to_string());
         line("log_max_files", self.log_max_files.to_string());
+        let age = self.log_max_age.map(|d| format!("{d:?}"));
+        line("log_max_age", q(age.as_deref().unwrap_or("")));
+        line("log_max_total_bytes", self.log_max_total_bytes.to_string());
+        let every = self.log_rotate_interval.map(|d| format!("{d:?}"));
+        line("log_rotate_interval", q(every.as_deref().unwrap_or("")));
         line("mode", q(self.mode.as_str()));
         line(
             "read_timeout_seconds",
@@ -501,14 +656,26 @@ impl Config {
             self.handshake_timeout.as_secs().to_string(),
         );
         line("ssh_banner", q(&self.ssh_banner));
+        line("banner_hostname", q(&self.banner_hostname));
+        line("turn_pause_ms", self.turn_pause.as_millis().to_string());
+        line(
+            "max_records_per_connection",
+            self.max_records_per_connection.to_string(),
+        );
+        line(
+            "max_record_bytes_per_connection",
+            self.max_record_bytes_per_connection.to_string(),
+        );
+        for (port, name) in &self.ports {
+            line(&format!("ports.{port}"), q(name));
+        }
         line(
             "log_empty_connections",
             self.log_empty_connections.to_string(),
         );
-        line(
-            "output_queue_records",
-            self.output_queue_records.to_string(),
-        );
+        line("sink_queue_bytes", self.sink_queue_bytes.to_string());
+        let metrics = self.metrics_listen.map(|a| a.to_string());
+        line("metrics_listen", q(metrics.as_deref().unwrap_or("")));
         line(
             "stats_interval_seconds",
             self.stats_interval.as_secs().to_string(),
@@ -928,7 +1095,7 @@ fn validate_kafka(
     })
 }
 
-/// Parses "500ms", "10s", "1m", "2h" (also "1m30s"); the result must be positive.
+/// Parses "500ms", "10s", "1m", "2h", "7d" (also "1m30s"); the result must be positive.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration (examples: \"500ms\", \"10s\", \"1m\")");
     let mut total = Duration::ZERO;
@@ -949,6 +1116,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(n),
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
             _ => return Err(bad()),
         };
         total = total.saturating_add(unit);
@@ -1258,5 +1426,39 @@ mod tests {
         let c = parse("name=\"a\"\nport=1\nlog_max_bytes=65536\nlog_max_files=0").unwrap();
         assert_eq!(c.log_max_bytes, 65536);
         assert_eq!(c.log_max_files, 10);
+    }
+
+    #[test]
+    fn sink_layer_keys() {
+        let c = parse("name=\"a\"\nport=1").unwrap();
+        assert_eq!(c.sink_queue_bytes, DEFAULT_SINK_QUEUE_BYTES);
+        assert!(c.metrics_listen.is_none() && c.log_rotate_interval.is_none());
+        assert!(c.log_max_age.is_none() && c.log_max_total_bytes == 0);
+        let c = parse(
+            "name=\"a\"\nport=1\nlog_file=\"/l/s-%Y%m%d-%H.jsonl\"\nlog_rotate_interval=\"1h\"\n\
+             log_max_age=\"30d\"\nlog_max_total_bytes=1000000\nsink_queue_bytes=1048576\n\
+             metrics_listen=\"127.0.0.1:9464\"\noutput_queue_records=100",
+        )
+        .unwrap();
+        assert_eq!(c.log_rotate_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(c.log_max_age, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(c.log_max_total_bytes, 1_000_000);
+        assert_eq!(c.sink_queue_bytes, 1 << 20);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        for (text, key) in [
+            ("log_rotate_interval=\"1h\"", "log_rotate_interval"),
+            (
+                "log_file=\"/l/plain.jsonl\"\nlog_rotate_interval=\"1h\"",
+                "log_file",
+            ),
+            ("log_max_age=\"soon\"", "log_max_age"),
+            ("log_max_total_bytes=10", "log_max_total_bytes"),
+            ("sink_queue_bytes=10", "sink_queue_bytes"),
+            ("metrics_listen=\"localhost\"", "metrics_listen"),
+            ("shutdown_grace_seconds=21", "shutdown_grace_seconds"),
+        ] {
+            let e = parse(&format!("name=\"a\"\nport=1\n{text}")).unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+        }
     }
 }

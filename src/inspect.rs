@@ -1,33 +1,67 @@
 //! `spip-agent inspect`: run the parsers and fingerprints over a captured client payload and
 //! print, as one JSON line, the record fields it would produce, at their record paths.
 //!
-//! The payload goes through [`crate::analysis`] exactly as a live client turn does, so the
-//! output matches what a record would carry (minus connection facts: addresses, times, ids).
+//! The payload is taken as one turn of the responder its first bytes choose (as a client that
+//! speaks first would get) and goes through the same parse and record fields as a live turn,
+//! so the output matches what a record would carry (minus connection facts: addresses, times,
+//! ids).
 
-use crate::analysis;
 use crate::json::JsonWriter;
+use crate::protocols::{Active, Context, Detected, Responder, Settings, TurnFields, Visitor};
 use std::fmt;
 use std::io::Read;
 
 /// Writes one JSON line (with a trailing `\n`) of the record fields `payload` yields.
 pub fn inspect(payload: &[u8], out: &mut Vec<u8>) {
-    let a = analysis::analyze_payload(payload);
-    let mut w = JsonWriter::new(out);
-    w.begin();
-    w.begin_object("event");
-    a.write_event_fields(&mut w);
-    w.end_object();
-    if let Some(p) = a.protocol() {
-        w.begin_object("network");
-        w.str("protocol", p.as_bytes());
-        w.end_object();
-    }
-    a.write_protocol_objects(&mut w);
-    w.begin_object("spip");
-    a.write_spip_fields(&mut w);
-    w.end_object();
-    w.finish();
+    let settings = Settings::default();
+    let unspecified = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    let ctx = Context {
+        client: unspecified,
+        server: unspecified,
+        settings: &settings,
+        random: 0,
+    };
+    let mut responder = match Active::detect(payload, &ctx, false) {
+        Detected::Found(r) => r,
+        // A KEXINIT packet alone (an SSH connection's later turn) still yields the HASSH.
+        _ if crate::fingerprint::ssh_client(payload).is_some_and(|c| c.hassh.is_some()) => {
+            Active::by_name("ssh", &ctx).unwrap_or_else(Active::raw)
+        }
+        Detected::Undecided | Detected::Nothing => Active::raw(),
+    };
+    responder.visit(WriteFields { payload, out });
     out.push(b'\n');
+}
+
+/// Parses the payload as one turn of the chosen responder and writes its fields.
+struct WriteFields<'a> {
+    payload: &'a [u8],
+    out: &'a mut Vec<u8>,
+}
+
+impl Visitor for WriteFields<'_> {
+    type Out = ();
+    fn visit<R: Responder>(self, r: &mut R) {
+        let view = r.parse(self.payload);
+        let mut w = JsonWriter::new(self.out);
+        w.begin();
+        w.begin_object("event");
+        if view.summary() {
+            w.str("summary", self.payload);
+        }
+        w.hex("original_payload_hex", self.payload);
+        w.end_object();
+        if let Some(p) = view.protocol() {
+            w.begin_object("network");
+            w.str("protocol", p.as_bytes());
+            w.end_object();
+        }
+        view.write_ecs(&mut w);
+        w.begin_object("spip");
+        view.write_spip(&mut w);
+        w.end_object();
+        w.finish();
+    }
 }
 
 /// A hex string that is not valid.
@@ -171,15 +205,13 @@ mod tests {
 
     #[test]
     fn tls_payload() {
-        // tls12.pcap Firefox hello from the vectors, if present.
+        // tls12.pcap Firefox hello from the project's vectors.
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/vectors/ja4_ja3_clienthello_vectors.json"
+            "/tests/data/vectors/ja4_ja3_clienthello_vectors.json"
         );
-        let Ok(text) = std::fs::read_to_string(path) else {
-            eprintln!("skipping: {path}");
-            return;
-        };
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("vector file {path}: {e}"));
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let row = &v["vectors"][0];
         let msg = decode_hex(row["client_hello_handshake_hex"].as_str().unwrap()).unwrap();

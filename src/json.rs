@@ -135,6 +135,25 @@ impl<'b> JsonWriter<'b> {
         self.buf.push(b'"');
     }
 
+    /// A member whose key comes from the network (already cut to length): lower-cased and
+    /// escaped; `write_value` writes the escaped inside of the string value.
+    pub fn member_lower_key(&mut self, key: &[u8], write_value: impl FnOnce(&mut Vec<u8>)) {
+        let bit = 1u64 << (self.depth & 63);
+        if self.has_member & bit != 0 {
+            self.buf.push(b',');
+        }
+        self.has_member |= bit;
+        let mut lower = [0u8; 256];
+        let n = key.len().min(lower.len());
+        for (d, s) in lower.iter_mut().zip(&key[..n]) {
+            *d = s.to_ascii_lowercase();
+        }
+        write_json_string(self.buf, &lower[..n]);
+        self.buf.extend_from_slice(b":\"");
+        write_value(self.buf);
+        self.buf.push(b'"');
+    }
+
     /// `key: <value>` where `value` is already valid JSON (our own output, never network bytes).
     pub fn raw(&mut self, key: &str, json: &[u8]) {
         self.key(key);

@@ -3,8 +3,11 @@
 //! Field paths follow the Go agent (nested objects: `event.id` is `{"event":{"id":..}}`);
 //! sensor-specific facts go under `spip`.
 
-use crate::analysis::Analysis;
+use crate::engine::tls::TlsInfo;
+use crate::fingerprint::TlsClient;
 use crate::json::JsonWriter;
+use crate::protocols::TurnFields;
+use crate::protocols::tls::{write_tls, write_tls_spip};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -65,6 +68,24 @@ pub struct TurnMeta {
     /// The turn was cut at the payload cap or ended by a timeout before it was complete.
     pub truncated: bool,
     pub close_reason: Option<CloseReason>,
+    /// The connection's record budget was spent: this record holds the rest of its payload.
+    pub budget_exhausted: bool,
+}
+
+/// What a turn's record says about its bytes.
+pub struct Content<'a> {
+    pub payload: &'a [u8],
+    pub fields: &'a dyn TurnFields,
+    /// TLS mode: the connection's ClientHello fingerprints and handshake facts, on every record
+    /// after the hello's own.
+    pub tls: Option<TlsLayer<'a>>,
+}
+
+/// A TLS connection's facts shared by its records.
+#[derive(Clone, Copy)]
+pub struct TlsLayer<'a> {
+    pub client: Option<TlsClient<'a>>,
+    pub session: Option<&'a TlsInfo>,
 }
 
 /// Appends one record (and a trailing newline) to `out`.
@@ -72,7 +93,7 @@ pub fn write_record(
     out: &mut Vec<u8>,
     conn: &ConnMeta,
     turn: &TurnMeta,
-    analysis: Option<&Analysis>,
+    content: Option<&Content<'_>>,
 ) {
     let mut w = JsonWriter::new(out);
     w.begin();
@@ -82,8 +103,11 @@ pub fn write_record(
     w.begin_object("event");
     w.str("id", conn.event_id.as_bytes());
     w.str("ingested_by", b"spip");
-    if let Some(a) = analysis {
-        a.write_event_fields(&mut w);
+    if let Some(c) = content {
+        if c.fields.summary() {
+            w.str("summary", c.payload);
+        }
+        w.hex("original_payload_hex", c.payload);
     }
     w.u64("duration", duration_nanos(conn.started, turn.at));
     w.end_object();
@@ -109,19 +133,26 @@ pub fn write_record(
 
     w.begin_object("network");
     w.str("transport", b"tcp");
-    if let Some(p) = analysis.and_then(Analysis::protocol) {
+    let protocol = content.and_then(|c| match c.tls {
+        Some(_) => Some("tls"),
+        None => c.fields.protocol(),
+    });
+    if let Some(p) = protocol {
         w.str("protocol", p.as_bytes());
     }
     w.str("community_id", conn.community_id.as_bytes());
     w.end_object();
 
-    if let Some(a) = analysis {
-        a.write_protocol_objects(&mut w);
+    if let Some(c) = content {
+        if let Some(layer) = &c.tls {
+            write_tls(&mut w, layer.client.as_ref(), layer.session);
+        }
+        c.fields.write_ecs(&mut w);
     }
 
     w.begin_object("spip");
     w.u64("turn", u64::from(turn.turn));
-    if analysis.is_none() {
+    if content.is_none() {
         w.bool("empty", true);
     }
     if turn.truncated {
@@ -133,8 +164,14 @@ pub fn write_record(
     if let Some(r) = turn.close_reason {
         w.str("close_reason", r.as_str().as_bytes());
     }
-    if let Some(a) = analysis {
-        a.write_spip_fields(&mut w);
+    if turn.budget_exhausted {
+        w.bool("budget_exhausted", true);
+    }
+    if let Some(c) = content {
+        if let Some(layer) = &c.tls {
+            write_tls_spip(&mut w, layer.client.as_ref(), layer.session);
+        }
+        c.fields.write_spip(&mut w);
     }
     w.end_object();
     w.finish();
@@ -254,7 +291,8 @@ impl EventIds {
         EventIds { state }
     }
 
-    fn next_u64(&mut self) -> u64 {
+    /// A random 64-bit value (per-connection seeds for challenges and salts).
+    pub fn next_u64(&mut self) -> u64 {
         // xoshiro256**
         let s = &mut self.state;
         let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
@@ -287,7 +325,7 @@ impl Default for EventIds {
 }
 
 /// A UUID as 36 ASCII bytes.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub struct EventId(pub [u8; 36]);
 
 impl EventId {
@@ -318,7 +356,7 @@ fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::analyze_payload;
+    use crate::protocols::raw::RawTurn;
 
     fn meta<'a>(id: &'a str) -> ConnMeta<'a> {
         ConnMeta {
@@ -373,10 +411,15 @@ mod tests {
             client_bytes: 6,
             truncated: false,
             close_reason: Some(CloseReason::Eof),
+            budget_exhausted: false,
         };
-        let a = analyze_payload(b"hello\n");
+        let content = Content {
+            payload: b"hello\n",
+            fields: &RawTurn,
+            tls: None,
+        };
         let mut out = Vec::new();
-        write_record(&mut out, &conn, &turn, Some(&a));
+        write_record(&mut out, &conn, &turn, Some(&content));
         assert_eq!(out.last(), Some(&b'\n'));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["event"]["id"], id.as_str());
@@ -406,6 +449,7 @@ mod tests {
             client_bytes: 0,
             truncated: false,
             close_reason: Some(CloseReason::ReadTimeout),
+            budget_exhausted: false,
         };
         let mut out = Vec::new();
         write_record(&mut out, &conn, &turn, None);

@@ -1,16 +1,13 @@
-//! Counters, reported as one JSON line on stderr periodically and at exit.
+//! Counters, reported as one JSON line on stderr periodically and at exit (with each sink's
+//! counters, see [`crate::sinks::SinkCounters`]).
 
 use crate::json::JsonWriter;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Process-wide counters. Relaxed atomics: they are statistics, not synchronization.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Counters {
     pub accepted: AtomicU64,
-    /// Records handed to the writer and written.
-    pub records_written: AtomicU64,
-    /// Records lost because the writer fell behind or the write failed.
-    pub records_dropped: AtomicU64,
     /// Connections closed at once because the live-connection cap was reached.
     pub shed_live_cap: AtomicU64,
     /// Connections closed by the global token bucket (`rate_limit_per_second`).
@@ -43,10 +40,8 @@ impl Counters {
 
     /// Writes the counters as members of the open object.
     pub fn write_fields(&self, w: &mut JsonWriter) {
-        let fields: [(&str, &AtomicU64); 12] = [
+        let fields: [(&str, &AtomicU64); 10] = [
             ("accepted", &self.accepted),
-            ("recorded", &self.records_written),
-            ("records_dropped", &self.records_dropped),
             ("shed_live_cap", &self.shed_live_cap),
             ("rate_limited", &self.rate_limited),
             ("per_source_limited", &self.per_source_limited),

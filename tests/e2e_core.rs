@@ -14,11 +14,7 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-#[test]
 fn plain_payload_records_original_destination_port() {
-    if !require_root("plain_payload_records_original_destination_port") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let mut sensor = Sensor::start(&ns, "");
     let reply = ns.within(|| {
@@ -55,11 +51,7 @@ fn plain_payload_records_original_destination_port() {
     assert_eq!(code, 0);
 }
 
-#[test]
 fn curl_gets_200_with_its_ip_and_http_fields_are_recorded() {
-    if !require_root("curl_gets_200_with_its_ip_and_http_fields_are_recorded") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
     let out = ns.run(&[
@@ -100,11 +92,7 @@ fn curl_gets_200_with_its_ip_and_http_fields_are_recorded() {
     }
 }
 
-#[test]
 fn request_split_in_two_segments_is_one_record() {
-    if !require_root("request_split_in_two_segments_is_one_record") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
     let reply = ns.within(|| {
@@ -127,11 +115,7 @@ fn request_split_in_two_segments_is_one_record() {
     assert_eq!(recs80[0]["spip"]["close_reason"], "protocol_done");
 }
 
-#[test]
 fn empty_connection_yields_a_record() {
-    if !require_root("empty_connection_yields_a_record") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
     ns.within(|| drop(std::net::TcpStream::connect(addr("127.0.0.1:3389")).unwrap()));
@@ -142,11 +126,7 @@ fn empty_connection_yields_a_record() {
     assert!(r["event"].get("original_payload_hex").is_none());
 }
 
-#[test]
 fn empty_connections_can_be_turned_off() {
-    if !require_root("empty_connections_can_be_turned_off") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "log_empty_connections = false");
     ns.within(|| drop(std::net::TcpStream::connect(addr("127.0.0.1:3389")).unwrap()));
@@ -164,11 +144,7 @@ fn empty_connections_can_be_turned_off() {
     assert_eq!(recs[0]["destination"]["port"], 23);
 }
 
-#[test]
 fn ipv6_client_is_recorded_with_original_port() {
-    if !require_root("ipv6_client_is_recorded_with_original_port") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
     let reply = ns.within(|| exchange(addr("[::1]:2323"), &[b"hello6"], SECS5));
@@ -180,11 +156,7 @@ fn ipv6_client_is_recorded_with_original_port() {
     assert_eq!(r["event"]["summary"], "hello6");
 }
 
-#[test]
 fn many_connections_nothing_lost() {
-    if !require_root("many_connections_nothing_lost") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let mut sensor = Sensor::start(&ns, "");
     const TOTAL: usize = 2000;
@@ -228,11 +200,7 @@ fn many_connections_nothing_lost() {
     assert!(stderr.contains("\"records_dropped\":0"), "{stderr}");
 }
 
-#[test]
 fn nmap_scans_leave_the_sensor_alive() {
-    if !require_root("nmap_scans_leave_the_sensor_alive") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let mut sensor = Sensor::start(&ns, "read_timeout_seconds = 2");
     let out = ns.run(&[
@@ -274,11 +242,7 @@ fn nmap_scans_leave_the_sensor_alive() {
     assert_eq!(code, 0);
 }
 
-#[test]
 fn sigterm_flushes_and_exits_zero() {
-    if !require_root("sigterm_flushes_and_exits_zero") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let mut sensor = Sensor::start(&ns, "read_timeout_seconds = 30\nshutdown_grace_seconds = 1");
     // One finished exchange, and one idle connection that is still open at SIGTERM.
@@ -312,11 +276,7 @@ fn sigterm_flushes_and_exits_zero() {
     assert_eq!(idle_rec["spip"]["close_reason"], "shutdown");
 }
 
-#[test]
 fn sighup_reopens_the_log_file() {
-    if !require_root("sighup_reopens_the_log_file") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
     ns.within(|| {
@@ -340,11 +300,7 @@ fn sighup_reopens_the_log_file() {
     assert!(old.contains("\"summary\":\"before\""));
 }
 
-#[test]
 fn fd_exhaustion_backs_off_and_keeps_serving() {
-    if !require_root("fd_exhaustion_backs_off_and_keeps_serving") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let mut sensor = Sensor::start_with(
         &ns,
@@ -376,11 +332,7 @@ fn fd_exhaustion_backs_off_and_keeps_serving() {
     );
 }
 
-#[test]
 fn ssh_client_gets_a_banner_and_its_kexinit_is_recorded() {
-    if !require_root("ssh_client_gets_a_banner_and_its_kexinit_is_recorded") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "ssh_banner = \"SSH-2.0-OpenSSH_9.9\"");
     let _ = ns
@@ -422,11 +374,7 @@ fn ssh_client_gets_a_banner_and_its_kexinit_is_recorded() {
     );
 }
 
-#[test]
 fn poll_driver_serves_too() {
-    if !require_root("poll_driver_serves_too") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "io_driver = \"poll\"");
     assert!(
@@ -440,7 +388,6 @@ fn poll_driver_serves_too() {
     assert_eq!(with_dport(&recs, 25).len(), 1);
 }
 
-#[test]
 fn bad_configs_exit_2_naming_the_key() {
     let dir = temp_dir("badcfg");
     let cases = [
@@ -489,7 +436,6 @@ fn bad_configs_exit_2_naming_the_key() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
 fn repo_config_is_valid() {
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
     let out = Command::new(bin())
@@ -509,11 +455,7 @@ fn repo_config_is_valid() {
     );
 }
 
-#[test]
 fn tls_client_hello_is_fingerprinted_in_plain_mode() {
-    if !require_root("tls_client_hello_is_fingerprinted_in_plain_mode") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
     let _ = ns
@@ -549,11 +491,7 @@ fn tls_client_hello_is_fingerprinted_in_plain_mode() {
     );
 }
 
-#[test]
 fn silent_and_stalled_clients_time_out_and_are_recorded() {
-    if !require_root("silent_and_stalled_clients_time_out_and_are_recorded") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "read_timeout_seconds = 1");
     let (silent, stalled) = ns.within(|| {
@@ -583,4 +521,28 @@ fn silent_and_stalled_clients_time_out_and_are_recorded() {
     assert_eq!(h["spip"]["close_reason"], "read_timeout");
     assert_eq!(h["spip"]["truncated"], true);
     assert_eq!(h["event"]["summary"], "GET /admin HTTP/1.1\r\nHost: x\r\n");
+}
+
+common::test_main! {
+    needs_root: [
+        plain_payload_records_original_destination_port,
+        curl_gets_200_with_its_ip_and_http_fields_are_recorded,
+        request_split_in_two_segments_is_one_record,
+        empty_connection_yields_a_record,
+        empty_connections_can_be_turned_off,
+        ipv6_client_is_recorded_with_original_port,
+        many_connections_nothing_lost,
+        nmap_scans_leave_the_sensor_alive,
+        sigterm_flushes_and_exits_zero,
+        sighup_reopens_the_log_file,
+        fd_exhaustion_backs_off_and_keeps_serving,
+        ssh_client_gets_a_banner_and_its_kexinit_is_recorded,
+        poll_driver_serves_too,
+        tls_client_hello_is_fingerprinted_in_plain_mode,
+        silent_and_stalled_clients_time_out_and_are_recorded,
+    ],
+    no_root: [
+        bad_configs_exit_2_naming_the_key,
+        repo_config_is_valid,
+    ],
 }

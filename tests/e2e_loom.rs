@@ -34,11 +34,7 @@ fn shipped(server: &TestServer) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
 fn records_reach_loom_with_the_go_agent_headers() {
-    if !require_root("records_reach_loom_with_the_go_agent_headers") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let server = ns.within(TestServer::start);
     ns.keep_port(server.port());
@@ -64,11 +60,7 @@ fn records_reach_loom_with_the_go_agent_headers() {
     assert_eq!(a, b);
 }
 
-#[test]
 fn sigterm_flushes_loom_queue() {
-    if !require_root("sigterm_flushes_loom_queue") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let server = ns.within(TestServer::start);
     ns.keep_port(server.port());
@@ -86,11 +78,7 @@ fn sigterm_flushes_loom_queue() {
     assert!(stderr.contains("\"loom_records\":3"), "{stderr}");
 }
 
-#[test]
 fn stalled_loom_does_not_slow_capture() {
-    if !require_root("stalled_loom_does_not_slow_capture") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let server = ns.within(TestServer::start);
     ns.keep_port(server.port());
@@ -107,4 +95,14 @@ fn stalled_loom_does_not_slow_capture() {
     );
     assert!(took < Duration::from_secs(10), "capture took {took:?}");
     assert!(server.request_count() >= 1);
+}
+
+common::test_main! {
+    needs_root: [
+        records_reach_loom_with_the_go_agent_headers,
+        sigterm_flushes_loom_queue,
+        stalled_loom_does_not_slow_capture,
+    ],
+    no_root: [
+    ],
 }

@@ -34,11 +34,7 @@ fn flood(ns: &Netns, total: usize, payload_len: usize) -> usize {
     })
 }
 
-#[test]
 fn flood_past_the_size_cap_rotates_without_losing_or_tearing_lines() {
-    if !require_root("flood_past_the_size_cap_rotates_without_losing_or_tearing_lines") {
-        return;
-    }
     const TOTAL: usize = 1500;
     const MAX_BYTES: u64 = 65536;
     const MAX_FILES: usize = 100;
@@ -90,11 +86,7 @@ fn flood_past_the_size_cap_rotates_without_losing_or_tearing_lines() {
     assert_eq!(ports.len(), TOTAL, "every connection recorded exactly once");
 }
 
-#[test]
 fn small_retention_keeps_at_most_n_plus_one_files() {
-    if !require_root("small_retention_keeps_at_most_n_plus_one_files") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let mut sensor = Sensor::start(&ns, "log_max_bytes = 8192\nlog_max_files = 2\n");
     assert_eq!(flood(&ns, 300, 200), 300);
@@ -292,27 +284,15 @@ fn redirect_roundtrip(backend: &str) {
     assert_eq!(code, 0);
 }
 
-#[test]
 fn redirect_nftables_reaches_the_sensor_and_remove_is_exact() {
-    if !require_root("redirect_nftables_reaches_the_sensor_and_remove_is_exact") {
-        return;
-    }
     redirect_roundtrip("nftables");
 }
 
-#[test]
 fn redirect_iptables_reaches_the_sensor_and_remove_is_exact() {
-    if !require_root("redirect_iptables_reaches_the_sensor_and_remove_is_exact") {
-        return;
-    }
     redirect_roundtrip("iptables");
 }
 
-#[test]
 fn tproxy_mode_reaches_the_transparent_listener_and_remove_is_exact() {
-    if !require_root("tproxy_mode_reaches_the_transparent_listener_and_remove_is_exact") {
-        return;
-    }
     let (host, peer) = host_and_peer();
     let routing = |ns: &Netns| {
         let mut s = ruleset(ns, "nftables");
@@ -387,7 +367,6 @@ fn tproxy_mode_reaches_the_transparent_listener_and_remove_is_exact() {
     assert_eq!(code, 0);
 }
 
-#[test]
 fn tproxy_dry_run_prints_rules_and_policy_routing() {
     let out = std::process::Command::new(bin())
         .args([
@@ -434,7 +413,6 @@ fn tproxy_dry_run_prints_rules_and_policy_routing() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-#[test]
 fn setup_writes_a_config_that_passes_check() {
     use std::io::Write;
     use std::process::{Command, Stdio};
@@ -515,7 +493,6 @@ fn setup_writes_a_config_that_passes_check() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
 fn packaged_config_is_valid_and_documents_every_key() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/config.toml");
     let cfg = spip::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -538,4 +515,19 @@ fn packaged_config_is_valid_and_documents_every_key() {
             "packaging/config.toml lacks {key}"
         );
     }
+}
+
+common::test_main! {
+    needs_root: [
+        flood_past_the_size_cap_rotates_without_losing_or_tearing_lines,
+        small_retention_keeps_at_most_n_plus_one_files,
+        redirect_nftables_reaches_the_sensor_and_remove_is_exact,
+        redirect_iptables_reaches_the_sensor_and_remove_is_exact,
+        tproxy_mode_reaches_the_transparent_listener_and_remove_is_exact,
+    ],
+    no_root: [
+        tproxy_dry_run_prints_rules_and_policy_routing,
+        setup_writes_a_config_that_passes_check,
+        packaged_config_is_valid_and_documents_every_key,
+    ],
 }

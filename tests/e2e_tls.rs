@@ -76,11 +76,7 @@ fn s_client(ns: &Netns, args: &[&str], stdin: &[u8]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
-#[test]
 fn openssl_sni_alpn_http11_is_decrypted_and_recorded() {
-    if !require_root("openssl_sni_alpn_http11_is_decrypted_and_recorded") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let (sensor, _dir) = start(&ns, "");
     let out = s_client(
@@ -143,11 +139,7 @@ fn openssl_sni_alpn_http11_is_decrypted_and_recorded() {
     );
 }
 
-#[test]
 fn curl_http11_and_http2() {
-    if !require_root("curl_http11_and_http2") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let (sensor, _dir) = start(&ns, "");
     let out = ns.run(&[
@@ -193,11 +185,7 @@ fn curl_http11_and_http2() {
     );
 }
 
-#[test]
 fn python_client_certificate_is_recorded() {
-    if !require_root("python_client_certificate_is_recorded") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let (sensor, dir) = start(&ns, "");
     let ccert = dir.join("client.pem");
@@ -261,11 +249,7 @@ s.close()
     assert_eq!(r["tls"]["client"]["server_name"], "py.test");
 }
 
-#[test]
 fn tls10_client_fails_but_is_fingerprinted() {
-    if !require_root("tls10_client_fails_but_is_fingerprinted") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let (sensor, _dir) = start(&ns, "");
     let _ = s_client(
@@ -344,11 +328,7 @@ fn send_raw(ns: &Netns, port: u16, data: Vec<u8>, then_wait: Duration) -> Vec<u8
     })
 }
 
-#[test]
 fn truncated_garbage_stalled_and_plain() {
-    if !require_root("truncated_garbage_stalled_and_plain") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[7999]);
     let hello = client_hello(&ns);
     assert_eq!(hello[0], 0x16);
@@ -446,7 +426,6 @@ fn truncated_garbage_stalled_and_plain() {
     assert!(recs[0].get("tls").is_none());
 }
 
-#[test]
 fn gen_cert_files_and_bad_cert_exit_2() {
     let dir = temp_dir("gencert");
     let out = Command::new(bin())
@@ -495,11 +474,7 @@ fn gen_cert_files_and_bad_cert_exit_2() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
 fn rsa_second_certificate_for_rsa_only_clients() {
-    if !require_root("rsa_second_certificate_for_rsa_only_clients") {
-        return;
-    }
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let (dir, mut cfg) = tls_config("");
     let (rc, rk) = (dir.join("rsa.pem"), dir.join("rsa.key"));
@@ -545,4 +520,18 @@ fn rsa_second_certificate_for_rsa_only_clients() {
         let recs = records_on(&sensor, port, 1);
         assert_eq!(recs[0]["tls"]["client"]["version"], "TLSv1.3", "{recs:#?}");
     }
+}
+
+common::test_main! {
+    needs_root: [
+        openssl_sni_alpn_http11_is_decrypted_and_recorded,
+        curl_http11_and_http2,
+        python_client_certificate_is_recorded,
+        tls10_client_fails_but_is_fingerprinted,
+        truncated_garbage_stalled_and_plain,
+        rsa_second_certificate_for_rsa_only_clients,
+    ],
+    no_root: [
+        gen_cert_files_and_bad_cert_exit_2,
+    ],
 }

@@ -1,18 +1,16 @@
-//! Every vector in `../shared/vectors/` (skipped with a message when the folder is absent).
+//! Every vector in `tests/data/vectors/` (see its SOURCES); a missing file fails the test.
 
 use spip::fingerprint::{self, util::Sink};
 use spip::proto::tls;
 use spip::proto::tls::wrap_records;
 
-fn vectors(file: &str) -> Option<serde_json::Value> {
-    let path = format!("{}/../shared/vectors/{file}", env!("CARGO_MANIFEST_DIR"));
-    match std::fs::read_to_string(&path) {
-        Ok(t) => Some(serde_json::from_str(&t).expect("vector json")),
-        Err(e) => {
-            eprintln!("skipping: {path}: {e}");
-            None
-        }
-    }
+fn vector_text(file: &str) -> String {
+    let path = format!("{}/tests/data/vectors/{file}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("vector file {path}: {e}"))
+}
+
+fn vectors(file: &str) -> serde_json::Value {
+    serde_json::from_str(&vector_text(file)).unwrap_or_else(|e| panic!("vector file {file}: {e}"))
 }
 
 fn unhex(s: &str) -> Vec<u8> {
@@ -30,9 +28,7 @@ fn string_of(f: impl FnOnce(&mut Vec<u8>)) -> String {
 
 #[test]
 fn client_hellos_whole_and_split() {
-    let Some(v) = vectors("ja4_ja3_clienthello_vectors.json") else {
-        return;
-    };
+    let v = vectors("ja4_ja3_clienthello_vectors.json");
     let rows = v["vectors"].as_array().unwrap();
     let mut checked = 0;
     for row in rows {
@@ -76,9 +72,7 @@ fn client_hellos_whole_and_split() {
 
 #[test]
 fn client_hello_truncation_never_lies() {
-    let Some(v) = vectors("ja4_ja3_clienthello_vectors.json") else {
-        return;
-    };
+    let v = vectors("ja4_ja3_clienthello_vectors.json");
     for row in v["vectors"].as_array().unwrap().iter().take(12) {
         let msg = unhex(row["client_hello_handshake_hex"].as_str().unwrap());
         let stream = wrap_records(&msg, &[msg.len() / 3, 7]);
@@ -127,14 +121,7 @@ fn check_hassh(banner: &str, lists: &[&str; 10], algos: &str, hassh: &str) {
 
 #[test]
 fn hassh_csv_rows() {
-    let path = format!(
-        "{}/../shared/vectors/hassh_fingerprints.csv",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("skipping: {path}");
-        return;
-    };
+    let text = vector_text("hassh_fingerprints.csv");
     let mut n = 0;
     for line in text.lines().skip(1) {
         // The last column is quoted and holds commas; the others do not.
@@ -164,9 +151,7 @@ fn hassh_csv_rows() {
 
 #[test]
 fn hassh_json_vectors() {
-    let Some(v) = vectors("hassh_vectors.json") else {
-        return;
-    };
+    let v = vectors("hassh_vectors.json");
     let mut n = 0;
     for row in v["vectors"].as_array().unwrap() {
         let banner = row["client_banner"].as_str().unwrap();
@@ -215,9 +200,7 @@ fn sink_impls_compile() {
 #[test]
 fn ja4h_vectors() {
     use spip::proto::http::{Head, parse_request_head};
-    let Some(v) = vectors("ja4h_vectors.json") else {
-        return;
-    };
+    let v = vectors("ja4h_vectors.json");
     let mut n = 0;
     for row in v["vectors"].as_array().unwrap() {
         for eol in ["\r\n", "\n"] {
@@ -287,9 +270,7 @@ fn xorshift(state: &mut u64) -> u64 {
 
 #[test]
 fn every_truncation_and_random_mutations_are_safe() {
-    let Some(v) = vectors("ja4_ja3_clienthello_vectors.json") else {
-        return;
-    };
+    let v = vectors("ja4_ja3_clienthello_vectors.json");
     let mut seed = 0x9e3779b97f4a7c15u64;
     for row in v["vectors"].as_array().unwrap() {
         let msg = unhex(row["client_hello_handshake_hex"].as_str().unwrap());
@@ -326,9 +307,7 @@ fn every_truncation_and_random_mutations_are_safe() {
 #[test]
 fn http_truncation_is_safe() {
     use spip::proto::http::{Head, parse_request_head};
-    let Some(v) = vectors("ja4h_vectors.json") else {
-        return;
-    };
+    let v = vectors("ja4h_vectors.json");
     for row in v["vectors"].as_array().unwrap() {
         let mut req = format!(
             "{} / {}\r\n",

@@ -127,9 +127,9 @@ fn batches_headers_and_body() {
     assert_eq!(first[0], expect);
     assert_eq!(delivered(&reqs), (0..25).collect::<Vec<u64>>());
     loom.shutdown(Duration::from_secs(2));
-    assert_eq!(counters.batches_posted.load(Ordering::Relaxed), 3);
-    assert_eq!(counters.records_posted.load(Ordering::Relaxed), 25);
-    assert_eq!(counters.records_dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.batches.load(Ordering::Relaxed), 3);
+    assert_eq!(counters.sent.load(Ordering::Relaxed), 25);
+    assert_eq!(counters.dropped.load(Ordering::Relaxed), 0);
     assert_eq!(counters.retries.load(Ordering::Relaxed), 0);
 }
 
@@ -160,7 +160,7 @@ fn flush_interval_sends_partial_batch() {
     loom.offer(&record(3));
     assert!(wait_for(Duration::from_secs(2), || srv.request_count() == 2));
     loom.shutdown(Duration::from_secs(2));
-    assert_eq!(counters.records_posted.load(Ordering::Relaxed), 4);
+    assert_eq!(counters.sent.load(Ordering::Relaxed), 4);
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn six_second_outage_loses_nothing() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(counters.records_posted.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.sent.load(Ordering::Relaxed), 0);
     assert!(counters.retries.load(Ordering::Relaxed) >= 3);
     let srv = TestServer::start_on(port);
     for _ in 0..10 {
@@ -198,16 +198,16 @@ fn six_second_outage_loses_nothing() {
     let all = n as u64;
     assert!(
         wait_for(Duration::from_secs(8), || counters
-            .records_posted
+            .sent
             .load(Ordering::Relaxed)
             == all),
         "delivered {} of {all}",
-        counters.records_posted.load(Ordering::Relaxed)
+        counters.sent.load(Ordering::Relaxed)
     );
     let got: BTreeSet<u64> = delivered(&srv.requests()).into_iter().collect();
     assert_eq!(got, (0..all).collect::<BTreeSet<u64>>());
     loom.shutdown(Duration::from_secs(2));
-    assert_eq!(counters.records_dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.dropped.load(Ordering::Relaxed), 0);
 }
 
 #[test]
@@ -229,7 +229,7 @@ fn first_three_500s_then_delivered() {
         loom.offer(&record(i));
     }
     assert!(wait_for(Duration::from_secs(6), || counters
-        .records_posted
+        .sent
         .load(Ordering::Relaxed)
         == 5));
     let reqs = srv.requests();
@@ -244,9 +244,9 @@ fn first_three_500s_then_delivered() {
     assert_eq!(delivered(&reqs[3..]), vec![0, 1, 2, 3, 4]);
     loom.shutdown(Duration::from_secs(2));
     assert_eq!(counters.retries.load(Ordering::Relaxed), 3);
-    assert_eq!(counters.http_errors.load(Ordering::Relaxed), 3);
-    assert_eq!(counters.batches_posted.load(Ordering::Relaxed), 1);
-    assert_eq!(counters.records_dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.errors.load(Ordering::Relaxed), 3);
+    assert_eq!(counters.batches.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.dropped.load(Ordering::Relaxed), 0);
 }
 
 #[test]
@@ -262,7 +262,7 @@ fn retry_after_is_honoured() {
     .unwrap();
     loom.offer(&record(0));
     assert!(wait_for(Duration::from_secs(5), || counters
-        .records_posted
+        .sent
         .load(Ordering::Relaxed)
         == 1));
     let reqs = srv.requests();
@@ -290,14 +290,14 @@ fn child_rejected_401() {
         loom.offer(&record(i));
     }
     assert!(wait_for(Duration::from_secs(5), || counters
-        .records_dropped
+        .dropped
         .load(Ordering::Relaxed)
         == 6));
     std::thread::sleep(Duration::from_millis(300)); // a retry would show up by now
     loom.shutdown(Duration::from_secs(1));
     assert_eq!(counters.retries.load(Ordering::Relaxed), 0);
-    assert_eq!(counters.records_posted.load(Ordering::Relaxed), 0);
-    assert_eq!(counters.http_errors.load(Ordering::Relaxed), 3);
+    assert_eq!(counters.sent.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.errors.load(Ordering::Relaxed), 3);
 }
 
 #[test]
@@ -360,8 +360,8 @@ fn stalled_loom_never_slows_offer() {
     loom.shutdown(Duration::from_millis(1500));
     let took = t1.elapsed();
     assert!(took < Duration::from_millis(2000), "shutdown took {took:?}");
-    assert_eq!(counters.records_posted.load(Ordering::Relaxed), 0);
-    assert_eq!(counters.records_dropped.load(Ordering::Relaxed), 100_001);
+    assert_eq!(counters.sent.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.dropped.load(Ordering::Relaxed), 100_001);
     srv.stop();
 }
 
@@ -382,13 +382,11 @@ fn budget_drops_oldest_and_keeps_counts() {
         loom.offer(&record(i));
     }
     assert!(loom.pending_bytes() <= 8 * 1024);
-    let dropped = counters.records_dropped.load(Ordering::Relaxed);
+    let dropped = counters.dropped.load(Ordering::Relaxed);
     assert!(dropped >= 900, "dropped {dropped}");
     let srv = TestServer::start_on(port);
     assert!(wait_for(Duration::from_secs(5), || {
-        counters.records_posted.load(Ordering::Relaxed)
-            + counters.records_dropped.load(Ordering::Relaxed)
-            == n
+        counters.sent.load(Ordering::Relaxed) + counters.dropped.load(Ordering::Relaxed) == n
     }));
     loom.shutdown(Duration::from_secs(2));
     let got = delivered(&srv.requests());
@@ -396,7 +394,7 @@ fn budget_drops_oldest_and_keeps_counts() {
     assert_eq!(got.last(), Some(&(n - 1)));
     assert!(!got.contains(&0));
     assert_eq!(
-        got.len() as u64 + counters.records_dropped.load(Ordering::Relaxed),
+        got.len() as u64 + counters.dropped.load(Ordering::Relaxed),
         n
     );
 }
@@ -413,7 +411,7 @@ fn https_self_signed_needs_insecure_skip_verify() {
         loom.offer(&record(i));
     }
     assert!(wait_for(Duration::from_secs(5), || counters
-        .records_posted
+        .sent
         .load(Ordering::Relaxed)
         == 3));
     loom.shutdown(Duration::from_secs(1));
@@ -431,12 +429,12 @@ fn https_self_signed_needs_insecure_skip_verify() {
         loom.offer(&record(i));
     }
     assert!(wait_for(Duration::from_secs(3), || counters
-        .http_errors
+        .errors
         .load(Ordering::Relaxed)
         >= 2));
     loom.shutdown(Duration::from_millis(300));
-    assert_eq!(counters.records_posted.load(Ordering::Relaxed), 0);
-    assert_eq!(counters.records_dropped.load(Ordering::Relaxed), 3);
+    assert_eq!(counters.sent.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.dropped.load(Ordering::Relaxed), 3);
     assert_eq!(
         srv.request_count(),
         1,
@@ -464,6 +462,6 @@ fn shutdown_flushes_queued_records() {
     loom.shutdown(Duration::from_secs(5));
     assert!(t0.elapsed() < Duration::from_secs(1));
     assert_eq!(delivered(&srv.requests()), (0..10).collect::<Vec<u64>>());
-    assert_eq!(counters.records_posted.load(Ordering::Relaxed), 10);
-    assert_eq!(counters.records_dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(counters.sent.load(Ordering::Relaxed), 10);
+    assert_eq!(counters.dropped.load(Ordering::Relaxed), 0);
 }

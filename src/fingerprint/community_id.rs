@@ -257,12 +257,10 @@ mod tests {
     fn vector_file() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/vectors/community_id_vectors.json"
+            "/tests/data/vectors/community_id_vectors.json"
         );
-        let Ok(text) = std::fs::read_to_string(path) else {
-            eprintln!("skipping: {path} not found");
-            return;
-        };
+        let text =
+            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("vector file {path}: {e}"));
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let mut n = 0;
         for row in v["vectors"].as_array().unwrap() {
@@ -299,13 +297,11 @@ mod tests {
             ("baseline_nob64.json", 0, true),
         ] {
             let path = format!(
-                "{}/../shared/vectors/community-id-spec/{file}",
+                "{}/tests/data/vectors/community-id-spec/{file}",
                 env!("CARGO_MANIFEST_DIR")
             );
-            let Ok(text) = std::fs::read_to_string(&path) else {
-                eprintln!("skipping: {path} not found");
-                continue;
-            };
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("vector file {path}: {e}"));
             let v: serde_json::Value = serde_json::from_str(&text).unwrap();
             for row in v.as_array().unwrap() {
                 let proto = row["proto"].as_u64().unwrap() as u8;

@@ -48,8 +48,28 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Classifies `buf` (the client's bytes so far, from the start of a request).
-pub fn parse_request_head(buf: &[u8]) -> Head<'_> {
+/// What the start of a client's bytes says about its request line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestLine {
+    /// A complete, well-formed request line.
+    Valid,
+    /// A plausible start of one.
+    Partial,
+    NotHttp,
+}
+
+/// Classifies the request line at the start of `buf` (only the first line is looked at).
+pub fn request_line(buf: &[u8]) -> RequestLine {
+    match split_request_line(buf) {
+        Ok(_) => RequestLine::Valid,
+        Err(status) => status,
+    }
+}
+
+/// The request line's method, target, version and where the next line starts.
+type LineParts<'a> = (&'a [u8], &'a [u8], &'a [u8], usize);
+
+fn split_request_line(buf: &[u8]) -> Result<LineParts<'_>, RequestLine> {
     // Request line: METHOD SP TARGET SP HTTP/x.y EOL
     let method_len = buf
         .iter()
@@ -57,39 +77,48 @@ pub fn parse_request_head(buf: &[u8]) -> Head<'_> {
         .take_while(|&&b| is_tchar(b))
         .count();
     if method_len == 0 || method_len > MAX_METHOD_LEN {
-        return Head::NotHttp;
+        return Err(RequestLine::NotHttp);
     }
     if method_len == buf.len() {
         // Only method characters so far: wait only if a known method starts this way.
-        return if KNOWN_METHODS.iter().any(|m| m.starts_with(buf)) {
-            Head::Partial
+        return Err(if KNOWN_METHODS.iter().any(|m| m.starts_with(buf)) {
+            RequestLine::Partial
         } else {
-            Head::NotHttp
-        };
+            RequestLine::NotHttp
+        });
     }
     if buf[method_len] != b' ' {
-        return Head::NotHttp;
+        return Err(RequestLine::NotHttp);
     }
     let Some(line_end) = memchr(b'\n', buf) else {
-        return if partial_request_line(buf, method_len) {
-            Head::Partial
+        return Err(if partial_request_line(buf, method_len) {
+            RequestLine::Partial
         } else {
-            Head::NotHttp
-        };
+            RequestLine::NotHttp
+        });
     };
     let line = trim_cr(&buf[..line_end]);
     let method = &line[..method_len];
     let rest = &line[method_len + 1..];
     let Some(sp) = rest.iter().rposition(|&b| b == b' ') else {
-        return Head::NotHttp;
+        return Err(RequestLine::NotHttp);
     };
     let target = trim_spaces(&rest[..sp]);
     let version = &rest[sp + 1..];
     if target.is_empty() || !is_http_version(version) || target.iter().any(|&b| b < 0x21) {
-        return Head::NotHttp;
+        return Err(RequestLine::NotHttp);
     }
+    Ok((method, target, version, line_end + 1))
+}
+
+/// Classifies `buf` (the client's bytes so far, from the start of a request).
+pub fn parse_request_head(buf: &[u8]) -> Head<'_> {
+    let (method, target, version, headers_start) = match split_request_line(buf) {
+        Ok(parts) => parts,
+        Err(RequestLine::Partial) => return Head::Partial,
+        Err(_) => return Head::NotHttp,
+    };
     // Headers run until an empty line (CRLF or LF).
-    let headers_start = line_end + 1;
     let mut pos = headers_start;
     loop {
         let Some(rel) = memchr(b'\n', &buf[pos..]) else {

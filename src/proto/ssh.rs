@@ -130,6 +130,9 @@ pub fn parse_packet(data: &[u8]) -> Result<(&[u8], usize), Error> {
     Ok((payload, 4 + len))
 }
 
+/// Name-lists a KEXINIT must carry (kex .. compression client-to-server).
+const REQUIRED_LISTS: usize = 7;
+
 /// A parsed SSH_MSG_KEXINIT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KexInit<'a> {
@@ -150,10 +153,16 @@ impl<'a> KexInit<'a> {
         }
         let cookie = r.array::<16>().ok_or(Error::Invalid)?;
         let mut lists: [&[u8]; 10] = [&[]; 10];
-        for slot in &mut lists {
-            *slot = r.vec32().ok_or(Error::Invalid)?;
+        // HASSH needs the first seven name-lists; some clients end the packet after them (or
+        // after the compression lists), so the languages and the flag are optional.
+        for (i, slot) in lists.iter_mut().enumerate() {
+            match r.vec32() {
+                Some(list) => *slot = list,
+                None if i >= REQUIRED_LISTS => break,
+                None => return Err(Error::Invalid),
+            }
         }
-        let first_kex_packet_follows = r.u8().ok_or(Error::Invalid)? != 0;
+        let first_kex_packet_follows = r.u8().is_some_and(|b| b != 0);
         // The trailing uint32 reserved field is not required.
         Ok(KexInit {
             cookie,

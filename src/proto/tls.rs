@@ -77,57 +77,71 @@ fn record_header(hdr: &[u8]) -> Option<Result<usize, ()>> {
 
 /// Walks the records of `stream` and reports whether its first ClientHello is complete.
 pub fn client_hello_status(stream: &[u8]) -> HelloStatus {
-    let mut pos = 0usize;
-    // Handshake header bytes seen so far (type + 24-bit length) and body bytes collected.
-    let mut hdr = [0u8; 4];
-    let mut hdr_len = 0usize;
-    let mut collected = 0usize;
-    loop {
-        let Some(rest) = stream.get(pos..) else {
-            return HelloStatus::Invalid;
-        };
-        let len = match record_header(rest) {
-            None => return HelloStatus::Incomplete,
-            Some(Err(())) => return HelloStatus::Invalid,
-            Some(Ok(len)) => len,
-        };
-        let avail = rest.len().saturating_sub(5).min(len);
-        let frag = rest.get(5..5 + avail).unwrap_or(&[]);
-        // Fill the handshake header first.
-        let mut frag_iter = frag.iter();
-        while hdr_len < 4 {
-            let Some(&b) = frag_iter.next() else { break };
-            if let Some(slot) = hdr.get_mut(hdr_len) {
-                *slot = b;
-            }
-            hdr_len += 1;
-            if hdr_len == 1 && b != HS_CLIENT_HELLO {
+    HelloFramer::default().status(stream)
+}
+
+/// [`client_hello_status`] for a stream that grows: it remembers the records already walked, so
+/// each call looks only at records it has not seen whole.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HelloFramer {
+    /// Start of the first record not walked yet.
+    pos: usize,
+    /// Handshake header bytes seen so far (type + 24-bit length).
+    hdr: [u8; 4],
+    hdr_len: usize,
+    /// Handshake body bytes collected from walked records.
+    collected: usize,
+}
+
+impl HelloFramer {
+    /// Where the ClientHello stands in `stream` (the same stream as in earlier calls, longer).
+    pub fn status(&mut self, stream: &[u8]) -> HelloStatus {
+        loop {
+            let Some(rest) = stream.get(self.pos..) else {
                 return HelloStatus::Invalid;
-            }
-        }
-        let body_here = frag_iter.as_slice().len();
-        if hdr_len == 4 {
-            let body_len = u32::from_be_bytes([0, hdr[1], hdr[2], hdr[3]]) as usize;
-            let message_len = body_len + 4;
-            if message_len > MAX_HELLO {
-                return HelloStatus::Invalid;
-            }
-            collected += body_here;
-            if collected >= body_len {
-                // The message ends inside this record; the record must be fully present.
-                if avail < len {
-                    return HelloStatus::Incomplete;
+            };
+            let len = match record_header(rest) {
+                None => return HelloStatus::Incomplete,
+                Some(Err(())) => return HelloStatus::Invalid,
+                Some(Ok(len)) => len,
+            };
+            // Only whole records are walked (and remembered); a first byte that is no
+            // ClientHello says so at once.
+            let Some(frag) = rest.get(5..5 + len) else {
+                if self.hdr_len == 0 && rest.get(5).is_some_and(|&t| t != HS_CLIENT_HELLO) {
+                    return HelloStatus::Invalid;
                 }
-                return HelloStatus::Complete {
-                    records_len: pos + 5 + len,
-                    message_len,
-                };
+                return HelloStatus::Incomplete;
+            };
+            let mut frag_iter = frag.iter();
+            while self.hdr_len < 4 {
+                let Some(&b) = frag_iter.next() else { break };
+                if let Some(slot) = self.hdr.get_mut(self.hdr_len) {
+                    *slot = b;
+                }
+                self.hdr_len += 1;
+                if self.hdr_len == 1 && b != HS_CLIENT_HELLO {
+                    return HelloStatus::Invalid;
+                }
+            }
+            let body_here = frag_iter.as_slice().len();
+            self.pos += 5 + len;
+            if self.hdr_len == 4 {
+                let body_len =
+                    u32::from_be_bytes([0, self.hdr[1], self.hdr[2], self.hdr[3]]) as usize;
+                let message_len = body_len + 4;
+                if message_len > MAX_HELLO {
+                    return HelloStatus::Invalid;
+                }
+                self.collected += body_here;
+                if self.collected >= body_len {
+                    return HelloStatus::Complete {
+                        records_len: self.pos,
+                        message_len,
+                    };
+                }
             }
         }
-        if avail < len {
-            return HelloStatus::Incomplete;
-        }
-        pos += 5 + len;
     }
 }
 

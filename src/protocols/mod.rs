@@ -105,6 +105,10 @@ pub trait Responder: Sized {
     /// Ports where this responder answers by default (the port table's defaults). A server
     /// that speaks first greets at accept on these ports.
     const DEFAULT_PORTS: &'static [u16] = &[];
+    /// Whether a `detect` match takes a connection from a responder that greeted first (the
+    /// port table's). Only for signatures no client of another protocol sends (a TLS record,
+    /// `SSH-`, an HTTP request line): an SMTP client answering our `220` must stay with SMTP.
+    const OVERRIDES_GREETING: bool = false;
     /// One turn's parsed view, borrowed from the turn's bytes.
     type Turn<'a>: TurnFields;
 
@@ -191,10 +195,12 @@ macro_rules! registry {
                 None
             }
 
-            /// The first responder whose `detect` matches `first`.
-            pub fn detect(first: &[u8], ctx: &Context<'_>) -> Detected {
+            /// The first responder whose `detect` matches `first`; after a greeting
+            /// (`greeted`), only those that may take a connection from the greeter.
+            pub fn detect(first: &[u8], ctx: &Context<'_>, greeted: bool) -> Detected {
                 let mut undecided = false;
                 $(match <$module::$ty as Responder>::detect(first) {
+                    _ if greeted && !<$module::$ty as Responder>::OVERRIDES_GREETING => {}
                     Detection::Match => {
                         return Detected::Found(Active::$variant(<$module::$ty as Responder>::new(ctx)))
                     }
@@ -234,5 +240,15 @@ macro_rules! registry {
 // One line per protocol, in detection order. `raw` (never detected) answers what nothing else
 // claims: the client's IP, as Spip does.
 registry! {
+    Tls => tls::Tls,
+    Ssh => ssh::Ssh,
+    Http1 => http1::Http1,
     Raw => raw::Raw,
+}
+
+impl Active {
+    /// The responder for bytes nothing else claims.
+    pub fn raw() -> Active {
+        Active::Raw(raw::Raw)
+    }
 }

@@ -1,5 +1,6 @@
-//! Bytes no responder claims: one turn per client pause, answered with the client's IP (what
-//! Spip answers to anything it does not know).
+//! Bytes no responder claims: one turn until the client pauses, or until what it sent so far
+//! ends a line (a text client that ended its line waits for an answer), answered with the
+//! client's IP (what Spip answers to anything it does not know).
 
 use super::{After, Context, Framing, Responder, TurnFields};
 use crate::record::format_ip;
@@ -16,8 +17,12 @@ impl Responder for Raw {
         Raw
     }
 
-    fn frame(&mut self, _pending: &[u8], _new_from: usize) -> Framing {
-        Framing::AtPause
+    fn frame(&mut self, pending: &[u8], _new_from: usize) -> Framing {
+        if pending.last() == Some(&b'\n') {
+            Framing::Complete(pending.len())
+        } else {
+            Framing::AtPause
+        }
     }
 
     fn parse(&self, _turn: &[u8]) -> RawTurn {
@@ -49,5 +54,12 @@ mod tests {
         assert_eq!(t.turns.len(), 1);
         assert_eq!(t.turns[0].bytes, b"abc");
         assert_eq!(t.turns[0].reply, b"192.0.2.7");
+    }
+
+    #[test]
+    fn a_finished_line_is_a_turn() {
+        let t = converse::<Raw>(false, &[b"probe", b" 1\n", b"probe 2\n", b"x"]);
+        let turns: Vec<&[u8]> = t.turns.iter().map(|t| &t.bytes[..]).collect();
+        assert_eq!(turns, [&b"probe 1\n"[..], b"probe 2\n", b"x"]);
     }
 }

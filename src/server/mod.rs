@@ -1,10 +1,12 @@
 //! The network loop: worker threads, the record writer, signals and counters.
 //!
-//! Main thread: validates, binds one SO_REUSEPORT listener per worker (so bind errors surface
-//! before anything runs), starts the writer and the workers, then waits for signals:
-//! SIGHUP reopens the log file, SIGINT/SIGTERM stop accepting, let live connections finish
-//! within `shutdown_grace_seconds`, flush, and exit 0. Counters go to stderr every
-//! `stats_interval_seconds` and at exit.
+//! Main thread: blocks the handled signals before any thread exists, validates, binds one
+//! SO_REUSEPORT listener per worker (so bind errors surface before anything runs), starts the
+//! sinks, the metrics listener and the workers, then waits for signals: SIGHUP reopens the log
+//! file, SIGINT/SIGTERM stop accepting, let live connections finish within
+//! `shutdown_grace_seconds`, drain the sinks within [`crate::config::SINK_DRAIN`], and exit 0.
+//! Signals arriving during the stop stay blocked (pending), so they never kill the process.
+//! Counters go to stderr every `stats_interval_seconds` and always at exit.
 
 pub mod conn;
 pub mod origdst;
@@ -13,7 +15,8 @@ pub mod worker;
 
 use crate::config::Config;
 use crate::json::JsonWriter;
-use crate::output::{LineConsumer, Output};
+use crate::output::Output;
+use crate::sinks::metrics::Metrics;
 use crate::stats::Counters;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -29,25 +32,24 @@ pub struct Shared {
     pub output: Output,
     pub shutdown: AtomicBool,
     pub driver: DriverChoice,
-    /// TLS mode: the rustls server configurations (cert_path + key_path set).
-    pub tls: Option<crate::tls::TlsConfigs>,
+    /// The connection engine's settings (TLS configurations included).
+    pub engine: crate::engine::EngineConfig,
+    /// Prometheus metrics (`metrics_listen` set): the engine counts closed connections here.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
-/// Extra counters to print (the Loom shipper's).
-pub type StatsHook = Box<dyn Fn(&mut JsonWriter) + Send>;
-
 /// Runs the sensor until SIGINT/SIGTERM. Returns the process exit code.
-pub fn run(
-    cfg: Config,
-    driver: DriverChoice,
-    consumer: Option<Box<dyn LineConsumer>>,
-    stats_hook: Option<StatsHook>,
-) -> i32 {
+pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
+    // Block the signals we handle before any thread exists (sinks, metrics, workers), so all of
+    // them inherit the mask and only the main thread's sigtimedwait sees them.
+    let sigset = handled_signals();
+    // SAFETY: sigset is a valid, initialized signal set.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &sigset, std::ptr::null_mut()) };
     // Bad certificate/key files are a bad config: exit 2, naming the file.
     let tls = match cfg
         .tls
         .as_ref()
-        .map(crate::tls::TlsConfigs::load)
+        .map(crate::engine::tls::TlsConfigs::load)
         .transpose()
     {
         Ok(t) => t,
@@ -61,11 +63,6 @@ pub fn run(
     // otherwise trim their heaps and grow them again (an mprotect per cycle, seen in profiles).
     // SAFETY: mallopt only tunes the allocator; called before any worker thread exists.
     unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20) };
-    // Block the signals we handle before any thread exists, so all of them inherit the mask
-    // and only the main thread's sigtimedwait sees them.
-    let sigset = handled_signals();
-    // SAFETY: sigset is a valid, initialized signal set.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &sigset, std::ptr::null_mut()) };
 
     let addr = SocketAddr::new(cfg.ip, cfg.port);
     let mut listeners = Vec::with_capacity(cfg.threads);
@@ -79,31 +76,45 @@ pub fn run(
         }
     }
     let counters = Arc::new(Counters::default());
-    let (output, writer) = match Output::start(
-        cfg.log_file.as_deref(),
-        crate::output::Rotation {
-            max_bytes: cfg.log_max_bytes,
-            max_files: cfg.log_max_files,
-        },
-        cfg.output_queue_records,
-        counters.clone(),
-        consumer,
-    ) {
+    let output = match crate::sinks::start_all(&cfg) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("spip: {e}");
             return 1;
         }
     };
+    let sink_counters: Vec<_> = output
+        .sinks()
+        .iter()
+        .map(|s| (s.name(), s.counters().clone()))
+        .collect();
+    let metrics = match cfg.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let m = Arc::new(Metrics::new(counters.clone(), sink_counters.clone()));
+            match m.clone().serve(addr) {
+                Ok(bound) => eprintln!("spip: metrics on http://{bound}/metrics"),
+                Err(e) => {
+                    eprintln!("spip: cannot serve metrics_listen {addr}: {e}");
+                    output.shutdown(Instant::now());
+                    return 1;
+                }
+            }
+            Some(m)
+        }
+    };
     let stats_interval = cfg.stats_interval;
+    let engine = crate::engine::EngineConfig::new(&cfg, tls);
     let shared = Arc::new(Shared {
+        engine,
         cfg,
         counters: counters.clone(),
-        output,
+        output: output.clone(),
         shutdown: AtomicBool::new(false),
         driver,
-        tls,
+        metrics,
     });
+    let stats = |last: bool| print_stats(&counters, &sink_counters, last);
     eprintln!(
         "spip: listening on {addr} with {} worker threads ({} mode)",
         shared.cfg.threads,
@@ -116,10 +127,11 @@ pub fn run(
 
     let mut workers = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let shared = shared.clone();
+        let for_worker = shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("spip-worker-{i}"))
             .spawn(move || {
+                let shared = for_worker;
                 if let Err(e) = worker::run(shared.clone(), listener, i) {
                     eprintln!("spip: worker {i} failed: {e}");
                     if e.raw_os_error() == Some(libc::EPERM)
@@ -139,6 +151,12 @@ pub fn run(
             Ok(h) => workers.push(h),
             Err(e) => {
                 eprintln!("spip: cannot start worker thread: {e}");
+                shared.shutdown.store(true, Ordering::Release);
+                for w in workers {
+                    let _ = w.join();
+                }
+                output.shutdown(Instant::now() + crate::config::SINK_DRAIN);
+                stats(true);
                 return 1;
             }
         }
@@ -153,7 +171,7 @@ pub fn run(
             None => {}
         }
         if Instant::now() >= next_stats {
-            print_stats(&counters, stats_hook.as_ref(), false);
+            stats(false);
             next_stats = Instant::now() + stats_interval;
         }
     }
@@ -167,10 +185,27 @@ pub fn run(
         .into_iter()
         .map(|w| w.join().is_err())
         .fold(false, |a, b| a | b);
-    // The last Output clones go with `shared`; then the writer drains and exits.
+    // Every worker flushed its batch when it ended; now the sinks drain (bounded). Signals stay
+    // blocked, so none can end the process: SIGHUP still reopens the log, the rest are noted.
     drop(shared);
-    writer.join();
-    print_stats(&counters, stats_hook.as_ref(), true);
+    let until = Instant::now() + crate::config::SINK_DRAIN;
+    output.begin_shutdown(until);
+    let mut said_stopping = false;
+    while !output.drained() && Instant::now() < until {
+        match wait_signal(&sigset, std::time::Duration::from_millis(50)) {
+            Some(libc::SIGHUP) => output.request_reopen(),
+            Some(_) if !said_stopping => {
+                said_stopping = true;
+                eprintln!(
+                    "spip: already stopping; the outputs drain for at most {:?}",
+                    crate::config::SINK_DRAIN
+                );
+            }
+            _ => {}
+        }
+    }
+    output.finish_shutdown(until);
+    stats(true);
     if failed { 1 } else { 0 }
 }
 
@@ -212,7 +247,11 @@ fn raise_nofile_limit() {
     }
 }
 
-fn print_stats(counters: &Counters, hook: Option<&StatsHook>, last: bool) {
+fn print_stats(
+    counters: &Counters,
+    sinks: &[(&'static str, Arc<crate::sinks::SinkCounters>)],
+    last: bool,
+) {
     let mut line = Vec::with_capacity(512);
     let mut w = JsonWriter::new(&mut line);
     w.begin();
@@ -220,8 +259,13 @@ fn print_stats(counters: &Counters, hook: Option<&StatsHook>, last: bool) {
     crate::record::write_timestamp(w.buf(), SystemTime::now());
     w.str("type", if last { b"final_stats" } else { b"stats" });
     counters.write_fields(&mut w);
-    if let Some(h) = hook {
-        h(&mut w);
+    for (name, c) in sinks {
+        if *name == crate::sinks::file::NAME {
+            // The local output's counts under their historical names.
+            w.u64("recorded", c.sent.load(Ordering::Relaxed));
+            w.u64("records_dropped", c.dropped.load(Ordering::Relaxed));
+        }
+        c.write_stats(name, &mut w);
     }
     w.finish();
     line.push(b'\n');

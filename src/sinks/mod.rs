@@ -6,9 +6,6 @@
 
 use std::time::Duration;
 
-#[cfg(feature = "kafka")]
-pub mod kafka;
-
 /// One output. Each sink runs on its own thread, fed by a queue bounded in bytes; the capture path never
 /// waits for it. Retry with backoff, Retry-After, the memory budget, counters and the shutdown drain are
 /// the shared runner's job (written once in src/sinks/), not the sink's.
@@ -55,4 +52,106 @@ pub enum Delivery {
         rejected: usize,
         error: String,
     },
+}
+
+pub mod file;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+pub mod loom;
+pub mod metrics;
+pub mod runner;
+
+pub use runner::{Lines, RetryPolicy, SinkRunner};
+
+use crate::json::JsonWriter;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One sink's counters, kept by the runner (Relaxed: statistics, not synchronization).
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    /// Deliveries that got at least one record through.
+    pub batches: AtomicU64,
+    /// Records delivered.
+    pub sent: AtomicU64,
+    /// Failed deliveries that were retried.
+    pub retries: AtomicU64,
+    /// Records given up on: over the byte budget, refused for good, or left at shutdown.
+    pub dropped: AtomicU64,
+    /// Deliveries that did not deliver everything (transport errors, refusals, full disk).
+    pub errors: AtomicU64,
+    /// Bytes the sink holds now: queued, in flight, awaiting a retry (a gauge).
+    pub queue_bytes: AtomicU64,
+}
+
+impl SinkCounters {
+    /// Writes `<name>_batches`, `_records`, `_retries`, `_dropped`, `_errors`, `_queue_bytes`.
+    pub fn write_stats(&self, name: &str, w: &mut JsonWriter) {
+        let fields: [(&str, &AtomicU64); 6] = [
+            ("batches", &self.batches),
+            ("records", &self.sent),
+            ("retries", &self.retries),
+            ("dropped", &self.dropped),
+            ("errors", &self.errors),
+            ("queue_bytes", &self.queue_bytes),
+        ];
+        let mut key = String::with_capacity(name.len() + 12);
+        for (k, v) in fields {
+            key.clear();
+            key.push_str(name);
+            key.push('_');
+            key.push_str(k);
+            w.u64(&key, v.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// Starts every configured sink (the local output first) and returns the capture path's
+/// handle to them. Call with the handled signals already blocked: each sink has a thread.
+pub fn start_all(cfg: &crate::config::Config) -> std::io::Result<crate::output::Output> {
+    use std::sync::Arc;
+    let reopen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let local = file::FileSink::open(file::FileOptions::from_config(cfg), reopen.clone())?;
+    if cfg.log_file.is_none() && std::env::var_os("JOURNAL_STREAM").is_some() {
+        eprintln!(
+            "spip: warning: records go to journald, which splits lines longer than its LineMax \
+             (48K by default) and a record can be larger; set log_file, or raise LineMax"
+        );
+    }
+    let mut runners = vec![SinkRunner::start(
+        Box::new(local),
+        cfg.sink_queue_bytes,
+        RetryPolicy::default(),
+        Arc::new(SinkCounters::default()),
+    )?];
+    if cfg.loom.enabled {
+        if let Some(w) = loom::cleartext_warning(&cfg.loom) {
+            eprintln!("{w}");
+        }
+        let shipper = loom::Loom::start(&cfg.loom, Arc::new(SinkCounters::default()))?;
+        eprintln!(
+            "spip: shipping records to Loom at {} (batch {}, every {:?})",
+            cfg.loom.url, cfg.loom.batch_size, cfg.loom.flush_interval
+        );
+        runners.push(shipper.into_runner());
+    }
+    #[cfg(feature = "kafka")]
+    if cfg.kafka.enabled {
+        let sink = kafka::KafkaSink::new(&cfg.kafka).map_err(|e| {
+            std::io::Error::other(format!("kafka: cannot create the producer: {e}"))
+        })?;
+        eprintln!(
+            "spip: producing records to Kafka topic {} at {} (batch {}, every {:?})",
+            cfg.kafka.topic,
+            cfg.kafka.brokers.join(","),
+            cfg.kafka.batch_size,
+            cfg.kafka.flush_interval
+        );
+        runners.push(SinkRunner::start(
+            Box::new(sink),
+            cfg.kafka.max_pending_bytes,
+            RetryPolicy::default(),
+            Arc::new(SinkCounters::default()),
+        )?);
+    }
+    Ok(crate::output::Output::new(runners, reopen))
 }

@@ -1,36 +1,130 @@
-//! Test harness: a private network namespace that acts as a sensor host, and the real
-//! `spip-agent` binary running in it.
+//! Test harness: a private network namespace that acts as a sensor host, the real
+//! `spip-agent` binary running in it, and the test runner for end-to-end test files.
 //!
-//! Traffic only ever goes to loopback inside a namespace the test made. Tests that need root
-//! call [`require_root`] and skip with a printed reason when not root.
-#![allow(dead_code)]
+//! Traffic only ever goes to loopback inside a namespace the test made.
+//!
+//! # Adding an end-to-end test
+//!
+//! End-to-end files run under [libtest-mimic](https://docs.rs/libtest-mimic) instead of libtest,
+//! because libtest cannot mark a test ignored at run time. A test that needs root is reported
+//! `ignored` when not root (or fails, naming the reason, when `SPIP_REQUIRE_ROOT_TESTS=1`), never
+//! `passed`. In a file `tests/e2e_x.rs`:
+//!
+//! 1. Write each test as a plain `fn name() { ... }` (no `#[test]`, no root check).
+//! 2. List every test once, at the end of the file:
+//!    ```ignore
+//!    common::test_main! {
+//!        needs_root: [curl_gets_200, #[cfg(feature = "ja4plus")] ja4h_is_recorded],
+//!        no_root: [bad_configs_exit_2],
+//!    }
+//!    ```
+//! 3. Add to Cargo.toml: `[[test]]` with `name = "e2e_x"` and `harness = false`.
+//!
+//! Filters and flags work as with libtest (`cargo test --test e2e_x -- curl --test-threads 1`).
+//! Output is never captured: a test's prints show as they happen.
+// Each test file uses only part of this module (tests/loom.rs runs under libtest, no test_main).
+#![allow(dead_code, unused_macros)]
 
 pub mod http_server;
 
+use libtest_mimic::{Arguments, Completion, Trial};
 use serde_json::Value;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitCode, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub const SENSOR_PORT: u16 = 8080;
 
-/// True when root; otherwise prints why the test is skipped.
-pub fn require_root(test: &str) -> bool {
+/// Set to 1 (as `.ci/run` does) to make a root-only test fail instead of being ignored.
+pub const REQUIRE_ROOT_ENV: &str = "SPIP_REQUIRE_ROOT_TESTS";
+
+const NEEDS_ROOT: &str = "needs root for network namespaces and iptables";
+
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        // Straight to the stderr handle: libtest captures eprintln!, and the reason must show.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {test}: needs root (network namespaces and iptables)"
-        );
+    let euid = unsafe { libc::geteuid() };
+    euid == 0
+}
+
+fn root_required() -> bool {
+    std::env::var_os(REQUIRE_ROOT_ENV).is_some_and(|v| v == "1")
+}
+
+/// A test that needs root: runs as root; otherwise ignored with the reason, or failed when
+/// [`REQUIRE_ROOT_ENV`] is 1.
+pub fn root_trial(name: &'static str, test: fn()) -> Trial {
+    Trial::ignorable_test(name, move || {
+        if is_root() {
+            test();
+            Ok(Completion::Completed)
+        } else if root_required() {
+            Err(format!(
+                "{name} {NEEDS_ROOT}; {REQUIRE_ROOT_ENV}=1 forbids skipping it: run as root or with sudo"
+            )
+            .into())
+        } else {
+            Ok(Completion::ignored_with(NEEDS_ROOT))
+        }
+    })
+}
+
+/// A test that runs as any user.
+pub fn trial(name: &'static str, test: fn()) -> Trial {
+    Trial::test(name, move || {
+        test();
+        Ok(())
+    })
+}
+
+/// Runs `trials` with libtest's command line; honours `RUST_TEST_THREADS` as libtest does.
+pub fn run(trials: Vec<Trial>) -> ExitCode {
+    let mut args = Arguments::from_args();
+    if args.test_threads.is_none() {
+        args.test_threads = std::env::var("RUST_TEST_THREADS")
+            .ok()
+            .and_then(|n| n.parse().ok());
     }
-    root
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+/// `fn main` of an end-to-end test file: every test of the file, once (see the module docs).
+macro_rules! test_main {
+    (
+        needs_root: [$($(#[$root_attr:meta])* $root_test:ident),* $(,)?],
+        no_root: [$($(#[$any_attr:meta])* $any_test:ident),* $(,)?] $(,)?
+    ) => {
+        fn main() -> std::process::ExitCode {
+            $crate::common::run(Vec::from([
+                $(
+                    $(#[$root_attr])*
+                    $crate::common::root_trial(stringify!($root_test), $root_test),
+                )*
+                $(
+                    $(#[$any_attr])*
+                    $crate::common::trial(stringify!($any_test), $any_test),
+                )*
+            ]))
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use test_main;
+
+/// Old-style guard for a `#[test]` under libtest, kept so files written before [`test_main`]
+/// still build: as root it returns true; otherwise the test fails (libtest cannot report it
+/// ignored). Convert such a file to [`test_main`] (see the module docs).
+pub fn require_root(test: &str) -> bool {
+    assert!(
+        is_root(),
+        "{test} {NEEDS_ROOT}: list it under needs_root in common::test_main! so a non-root run \
+         reports it ignored"
+    );
+    true
 }
 
 pub fn bin() -> &'static str {

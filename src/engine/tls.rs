@@ -386,7 +386,7 @@ impl TlsSession {
 }
 
 /// Writes `tls.alpn` and the handshake's `tls.client.*` members (inside an open `tls.client`
-/// object for the latter; see [`crate::analysis`]).
+/// object for the latter; see [`crate::protocols::tls::write_tls`]).
 impl TlsInfo {
     pub fn write_client_members(&self, w: &mut crate::json::JsonWriter<'_>) {
         if let Some(v) = self.version {

@@ -1,0 +1,402 @@
+//! End-to-end faults of the sink layer with the real binary in a private network namespace:
+//! the live log deleted under load, a full filesystem, signals during the drain, Loom down for
+//! 10 s, and the Prometheus endpoint checked by `promtool`.
+
+mod common;
+
+use common::http_server::{Action, TestServer};
+use common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `n` connections, each to its own port (10000 + first + i) via the REDIRECT, each sending
+/// `payload_len` bytes; returns how many got the sensor's reply.
+fn flood(ns: &Netns, first: usize, n: usize, payload_len: usize) -> usize {
+    const PARALLEL: usize = 16;
+    ns.within(move || {
+        let handles: Vec<_> = (0..PARALLEL)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut ok = 0;
+                    for i in (first + t..first + n).step_by(PARALLEL) {
+                        let mut msg = format!("conn {i} ").into_bytes();
+                        msg.resize(payload_len, b'x');
+                        msg.push(b'\n');
+                        let dst = SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16));
+                        if exchange(dst, &[&msg], Duration::from_millis(500)) == b"127.0.0.1" {
+                            ok += 1;
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    })
+}
+
+/// Destination ports of every record in the files of `dir` whose names start with `prefix`;
+/// panics on a torn or invalid line.
+fn ports_on_disk(dir: &Path, prefix: &str) -> Vec<u64> {
+    let mut ports = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{name} ends mid-line"
+        );
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("torn line in {name}: {e}: {line:?}"));
+            ports.push(v["destination"]["port"].as_u64().unwrap());
+        }
+    }
+    ports.sort_unstable();
+    ports
+}
+
+/// The number after `"key":` in the last stats line of `stderr`.
+fn stat(stderr: &str, key: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"type\":\"final_stats\"") || l.contains("\"type\":\"stats\""))
+        .unwrap_or_else(|| panic!("no stats line in {stderr}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {line}"))
+}
+
+fn deleting_the_live_file_under_load_keeps_later_records_and_history() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let mut sensor = Sensor::start(&ns, "log_max_bytes = 16384\nlog_max_files = 50\n");
+    assert_eq!(flood(&ns, 0, 200, 200), 200);
+    let before = ports_on_disk(&sensor.dir, "records.jsonl");
+    assert_eq!(before.len(), 200);
+    let rotated = |dir: &Path| -> Vec<PathBuf> {
+        (1..=50)
+            .map(|i| dir.join(format!("records.jsonl.{i}")))
+            .filter(|p| p.exists())
+            .collect()
+    };
+    let history = rotated(&sensor.dir);
+    assert!(history.len() >= 2, "expected rotations: {history:?}");
+    // Delete the live file while connections keep coming.
+    let live = sensor.log.clone();
+    let deleter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::remove_file(&live).unwrap();
+    });
+    assert_eq!(flood(&ns, 200, 200, 200), 200);
+    deleter.join().unwrap();
+    // And once more when it is quiet: the next records must still reach the disk.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(&sensor.log).unwrap();
+    assert_eq!(flood(&ns, 400, 100, 200), 100);
+    let (code, stderr) = sensor.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let on_disk = ports_on_disk(&sensor.dir, "records.jsonl");
+    // Every record written after the second deletion is on disk.
+    for port in 10_400..10_500u64 {
+        assert!(
+            on_disk.binary_search(&port).is_ok(),
+            "port {port} lost\n{stderr}"
+        );
+    }
+    // The rotated history was never deleted by a failed rotation: all records of the first
+    // phase that were rotated before the deletion are still there.
+    for p in &history {
+        assert!(
+            p.exists() || rotated(&sensor.dir).len() >= history.len(),
+            "{p:?} gone"
+        );
+    }
+    let mentions = stderr.matches("was deleted or moved").count();
+    assert!(
+        (1..=2).contains(&mentions),
+        "said {mentions} times:\n{stderr}"
+    );
+    assert!(!stderr.contains("rotating"), "a rotation failed:\n{stderr}");
+    assert_eq!(stat(&stderr, "records_dropped"), 0, "{stderr}");
+}
+
+/// A tmpfs mounted on a temporary directory, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = temp_dir("tmpfs");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs on {dir:?}");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The sensor logging to `log` (the common harness picks its own log path).
+fn start_logging_to(ns: &Netns, log: &Path, stderr_path: &Path, extra: &str) -> Child {
+    let dir = temp_dir("cfg");
+    let cfg_path = dir.join("config.toml");
+    std::fs::write(&cfg_path, test_config(log, extra)).unwrap();
+    let child = ns
+        .cmd(&[bin(), "--config", cfg_path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(stderr_path)
+        .unwrap_or_default()
+        .contains("spip: listening on")
+    {
+        assert!(Instant::now() < deadline, "sensor did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn stop(child: &mut Child) -> i32 {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sensor did not exit after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn a_full_disk_never_tears_a_line_and_writing_resumes_when_space_returns() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let fs = Tmpfs::mount("1m");
+    // Ballast leaves about 64 KiB free.
+    let ballast = fs.0.join("ballast");
+    std::fs::write(&ballast, vec![0u8; 1024 * 1024 - 64 * 1024]).unwrap();
+    let log = fs.0.join("records.jsonl");
+    let errs = temp_dir("stderr").join("stderr.txt");
+    let mut sensor = start_logging_to(&ns, &log, &errs, "");
+    // ~1.5 KB records: far more than 64 KiB.
+    assert_eq!(flood(&ns, 0, 300, 1000), 300);
+    std::thread::sleep(Duration::from_millis(500));
+    let partial = ports_on_disk(&fs.0, "records.jsonl");
+    assert!(
+        partial.len() < 300,
+        "the disk was not full: {}",
+        partial.len()
+    );
+    let stderr = std::fs::read_to_string(&errs).unwrap();
+    assert_eq!(
+        stderr.matches("file: delivery failed").count(),
+        1,
+        "said once per outage:\n{stderr}"
+    );
+    // Space returns: the held records are written on the next retry.
+    std::fs::remove_file(&ballast).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while ports_on_disk(&fs.0, "records.jsonl").len() < 300 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(stop(&mut sensor), 0);
+    let stderr = std::fs::read_to_string(&errs).unwrap();
+    let ports = ports_on_disk(&fs.0, "records.jsonl");
+    let dropped = stat(&stderr, "records_dropped");
+    assert_eq!(ports.len() as u64 + dropped, 300, "{stderr}");
+    assert_eq!(
+        ports.len(),
+        300,
+        "nothing should be lost within the budget:\n{stderr}"
+    );
+    assert!(stderr.contains("delivering again"), "{stderr}");
+}
+
+fn loom_config(port: u16, batch: usize, flush: &str) -> String {
+    format!(
+        "[loom]\nenabled = true\nurl = \"http://127.0.0.1:{port}/ingest\"\nsensor_id = \"s\"\n\
+         token = \"tok\"\nbatch_size = {batch}\nflush_interval = \"{flush}\"\n"
+    )
+}
+
+fn poke(ns: &Netns, first: u16, n: u16) {
+    ns.within(move || {
+        for i in first..first + n {
+            let dst = SocketAddr::from(([127, 0, 0, 1], 1000 + i));
+            assert_eq!(probe(dst, format!("probe {i}\n").as_bytes()), b"127.0.0.1");
+        }
+    });
+}
+
+fn signals_during_the_drain_do_not_kill_and_final_stats_count_everything() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let server = ns.within(TestServer::start);
+    ns.keep_port(server.port());
+    server.set_default(Action::Stall);
+    let mut sensor = Sensor::start(&ns, &loom_config(server.port(), 5, "100ms"));
+    poke(&ns, 0, 20);
+    assert_eq!(sensor.wait_records(20, Duration::from_secs(5)).len(), 20);
+    sensor.signal(libc::SIGTERM);
+    // The drain waits on the stalled Loom (up to 5 s): signal it meanwhile.
+    std::thread::sleep(Duration::from_millis(800));
+    sensor.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(200));
+    sensor.signal(libc::SIGTERM);
+    sensor.signal(libc::SIGINT);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Ok(Some(s)) = sensor.child.try_wait() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = sensor.stderr();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "killed by a signal? {status:?}\n{stderr}"
+    );
+    assert!(stderr.contains("\"type\":\"final_stats\""), "{stderr}");
+    assert_eq!(stderr.matches("already stopping").count(), 1, "{stderr}");
+    assert_eq!(stat(&stderr, "recorded"), 20);
+    assert_eq!(
+        stat(&stderr, "loom_records") + stat(&stderr, "loom_dropped"),
+        20,
+        "{stderr}"
+    );
+}
+
+fn loom_down_for_ten_seconds_loses_nothing() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    // A port with nothing on it for now.
+    let port = ns.within(|| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    });
+    ns.keep_port(port);
+    let mut sensor = Sensor::start(&ns, &loom_config(port, 5, "200ms"));
+    let t0 = Instant::now();
+    let mut sent = 0;
+    while t0.elapsed() < Duration::from_secs(10) {
+        poke(&ns, sent, 5);
+        sent += 5;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let server = ns.within(move || TestServer::start_on(port));
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let shipped = || -> usize {
+        server
+            .requests()
+            .iter()
+            .map(|r| {
+                serde_json::from_slice::<Vec<serde_json::Value>>(&r.body)
+                    .unwrap()
+                    .len()
+            })
+            .sum()
+    };
+    while shipped() < sent as usize && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, stderr) = sensor.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(shipped(), sent as usize, "{stderr}");
+    assert_eq!(stat(&stderr, "loom_dropped"), 0, "{stderr}");
+    assert!(stderr.contains("loom: delivering again"), "{stderr}");
+    assert!(
+        stderr.contains("travel in clear"),
+        "http:// is warned:\n{stderr}"
+    );
+}
+
+fn metrics_endpoint_passes_promtool() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[9464]);
+    let mut sensor = Sensor::start(&ns, "metrics_listen = \"127.0.0.1:9464\"\n");
+    poke(&ns, 0, 3);
+    sensor.wait_records(3, Duration::from_secs(5));
+    let scrape = |accept: &'static str| {
+        ns.within(move || {
+            let mut s = TcpStream::connect("127.0.0.1:9464").unwrap();
+            let req = format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{accept}\r\n");
+            s.write_all(req.as_bytes()).unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+    };
+    // What Prometheus asks for: OpenMetrics.
+    let om = scrape("Accept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\n");
+    let (head, body) = om.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    assert!(body.contains("spip_accepted_total 3"), "{body}");
+    assert!(
+        body.contains("spip_sink_records_total{sink=\"file\"} 3"),
+        "{body}"
+    );
+    assert!(!body.contains("source"), "no per-source labels: {body}");
+    // Anything else, promtool included: the Prometheus text format.
+    let text = scrape("");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, stderr) = sensor.stop();
+    assert_eq!(code, 0, "{stderr}");
+}
+
+common::test_main! {
+    needs_root: [
+        deleting_the_live_file_under_load_keeps_later_records_and_history,
+        a_full_disk_never_tears_a_line_and_writing_resumes_when_space_returns,
+        signals_during_the_drain_do_not_kill_and_final_stats_count_everything,
+        loom_down_for_ten_seconds_loses_nothing,
+        metrics_endpoint_passes_promtool,
+    ],
+    no_root: [],
+}
