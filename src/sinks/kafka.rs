@@ -417,6 +417,7 @@ mod tests {
                 client_bytes: 0,
                 truncated: false,
                 close_reason: None,
+                budget_exhausted: false,
             };
             let mut out = Vec::new();
             write_record(&mut out, &conn, &turn, None);
