@@ -38,6 +38,8 @@ pub struct KafkaSink {
     /// Delivery opaque of the next record: a batch's records carry `base..base+n`, so a late
     /// report of an earlier batch is told apart and ignored.
     next_opaque: usize,
+    /// Records timed out or were purged: start the next delivery on a fresh producer.
+    renew: bool,
 }
 
 /// One record's fate, from its delivery report or its failed enqueue.
@@ -182,6 +184,7 @@ impl KafkaSink {
             },
             wait: cfg.message_timeout + REPORT_GRACE,
             next_opaque: 0,
+            renew: false,
         })
     }
 
@@ -234,17 +237,25 @@ impl KafkaSink {
         }
     }
 
-    /// A fatal producer error (idempotence state lost) makes the instance unusable: start afresh.
-    fn replace_if_fatal(&mut self) {
-        let Some((code, reason)) = self.producer.client().fatal_error() else {
+    /// Replaces the producer after a fatal error (the instance is unusable) or after records
+    /// timed out or were purged. Those leave the idempotent producer's sequence numbers in doubt,
+    /// and librdkafka then waits for the broker to bump the producer epoch (KIP-360), which not
+    /// every broker does (tansu stalls). The runner sends those records again as new ones anyway,
+    /// so a fresh producer id loses no guarantee.
+    fn renew_if_needed(&mut self) {
+        let fatal = self.producer.client().fatal_error();
+        if !self.renew && fatal.is_none() {
             return;
-        };
+        }
         match self.settings.create_with_context(Reports::default()) {
             Ok(producer) => {
-                eprintln!("spip: kafka producer restarted after a fatal error: {code}: {reason}");
+                if let Some((code, reason)) = fatal {
+                    eprintln!("spip: kafka: new producer after a fatal error: {code}: {reason}");
+                }
                 self.producer = producer;
+                self.renew = false;
             }
-            Err(e) => eprintln!("spip: kafka producer fatal error ({code}: {reason}): {e}"),
+            Err(e) => eprintln!("spip: kafka: cannot create a new producer: {e}"),
         }
     }
 
@@ -282,7 +293,7 @@ impl Sink for KafkaSink {
     }
 
     fn deliver(&mut self, records: &[&[u8]]) -> Delivery {
-        self.replace_if_fatal();
+        self.renew_if_needed();
         let base = self.next_opaque;
         self.next_opaque = base.wrapping_add(records.len());
         let deadline = Instant::now() + self.wait;
@@ -338,8 +349,17 @@ impl Sink for KafkaSink {
                 Some(Outcome::Retry(code)) => {
                     retry.push(i);
                     first_error.get_or_insert(*code);
+                    self.renew |= matches!(
+                        code,
+                        RDKafkaErrorCode::MessageTimedOut
+                            | RDKafkaErrorCode::PurgeQueue
+                            | RDKafkaErrorCode::PurgeInflight
+                    );
                 }
-                None => retry.push(i),
+                None => {
+                    retry.push(i);
+                    self.renew = true;
+                }
             }
         }
         if retry.is_empty() && rejected == 0 {
