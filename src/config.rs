@@ -1387,23 +1387,21 @@ mod tests {
             ),
             (off, "broker = [\"k:1\"]", "broker"),
             (off, "max_pending_bytes = 5", "kafka.max_pending_bytes"),
-            (
-                "name = \"a\"\nport = 1\n[kafka]\n",
-                "enabled = true",
-                "kafka.brokers",
-            ),
         ];
         for (head, tail, key) in cases {
             let text = format!("{head}{tail}");
             let e = parse(&text).expect_err(&text);
             assert_eq!(&e.key, key, "{text}: {e}");
         }
+        let no_brokers = parse(&format!("{off}enabled = true")).unwrap_err();
         if cfg!(feature = "kafka") {
+            assert_eq!(no_brokers.key, "kafka.brokers");
             let c = parse(on).unwrap();
             let d = c.describe();
             assert!(d.contains("kafka.brokers = [\"k:9092\"]\n"), "{d}");
             assert!(d.contains("kafka.compression = \"lz4\"\n"), "{d}");
         } else {
+            assert_eq!(no_brokers.key, "kafka.enabled");
             assert_eq!(parse(on).unwrap_err().key, "kafka.enabled");
         }
     }
