@@ -34,17 +34,38 @@ def kexinit(banner, lists):
     pad = 8 - (len(p) + 5) % 8
     if pad < 4: pad += 8
     return (banner + "\r\n").encode() + struct.pack(">IB", 1 + len(p) + pad, pad) + p + b"\x00" * pad
+# http2: the first byte is the read size; the rest follows the client preface. curl's h2c
+# GET and POST (tests in src/protocols/http2.rs hold the same captures).
+h2_get = bytes.fromhex("00001204000000000000030000006400040200000000020000000000000408000000000001ff000100002801050000000182048a63760bdb706fff3b401f86418a089d5c0b8170dc79a7037a871cc5a92c05707f53032a2f2a")
+h2_post = bytes.fromhex("00001204000000000000030000006400040200000000020000000000000408000000000001ff00010000580104000000018304856283cc6abf86418a089d5c0b8170dc79a7057a871cc5a92c05707f53032a2f2a1f11861c01fb523805518b2d4b70ddf45abefb4005df0f0d0232325f981d75d0620d263d4c795bc78f0b4a7b295adb282d443c8593000016000100000001757365723d61646d696e26706173733d534543524554")
+for name, frames in [("get", h2_get), ("post", h2_post)]:
+    put("http2", name, bytes([255]) + frames)
+    put("http2", name + "_reads7", bytes([7]) + frames)
 for i, v in enumerate(json.load(open(os.path.join(vec, "hassh_vectors.json")))["vectors"]):
     if "client_kexinit_namelists" in v:
         s = kexinit(v["client_banner"], v["client_kexinit_namelists"])
         put("ssh_kexinit", f"kex{i}", s); put("inspect", f"kex{i}", s)
     else:
         put("ssh_kexinit", f"banner{i}", (v["client_banner"] + "\n").encode())
+ntlm_dir = os.path.join(os.path.dirname(vec.rstrip("/")), "ntlm")
+for name in sorted(os.listdir(ntlm_dir)):
+    if name.endswith(".hex"):
+        put("ntlm", name[:-4], bytes.fromhex(open(os.path.join(ntlm_dir, name)).read().strip()))
 put("config", "minimal", b'name = "sensor-1"\nport = 8080\n')
 put("config", "full", b'name = "s"\nip = "0.0.0.0"\nport = 443\ncert_path = "c.pem"\nkey_path = "k.pem"\n'
     b'log_file = ""\nread_timeout_seconds = 30\ncommunity_id_seed = 1\n\n[loom]\nenabled = true\n'
     b'url = "https://loom.example/ingest"\nsensor_id = "x"\ntoken = "t"\nflush_interval = "10s"\n')
+# db_responders: first byte picks the responder (bit 7: it greets), the second the read size;
+# then a real client's stream (mariadb, psql, redis-cli, an RFB 3.8 viewer, nmap's mongodb probe).
+for name, pick, stream in [
+    ("mysql", 0x80, "41000001" + "8da2bf00" + "00000001" + "21" + "00" * 23 + "5345435245540014" + "fb" * 20 + "73686f7000"),
+    ("postgres", 0x01, "0000000804d2162f000000150003000075736572005345435245540000700000000c68756e7465723200"),
+    ("redis", 0x02, b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\nCONFIG SET dir /tmp\r\n".hex()),
+    ("vnc", 0x83, b"RFB 003.008\n".hex() + "02" + "4d" * 16),
+    ("mongodb", 0x04, "410000003a300000ffffffffd407000000000000746573742e24636d640000000000ffffffff1b000000" "0173657276657253746174757300000000000000f03f00"),
+]:
+    put("db_responders", name, bytes([pick, 7]) + bytes.fromhex(stream))
 PY
-for t in tls_client_hello http_request ssh_kexinit inspect config; do
+for t in tls_client_hello http_request ssh_kexinit inspect config http2 db_responders ntlm; do
     echo "$t: $(ls "$here/corpus/$t" | wc -l) seeds"
 done

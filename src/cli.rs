@@ -3,8 +3,8 @@
 //! Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config. stdout carries only records
 //! (and the output of `--check`/`inspect`); every diagnostic goes to stderr.
 
+use crate::capture::{self, DriverChoice};
 use crate::config::Config;
-use crate::server::{self, DriverChoice};
 use clap::{Parser, Subcommand};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -61,7 +61,7 @@ enum Command {
         port: Option<u16>,
     },
     /// First-run helper: asks a few questions (or takes flags) and writes a validated config.
-    Setup(crate::setup::Flags),
+    Setup(crate::ops::setup::Flags),
     /// Generate a self-signed ECDSA P-256 certificate and key for TLS mode
     /// (DIR/cert.pem, DIR/key.pem with mode 0600) and print the config lines.
     GenCert {
@@ -71,6 +71,16 @@ enum Command {
         /// Subject common name (and DNS subject alternative name).
         #[arg(long, default_value = "localhost")]
         cn: String,
+    },
+    /// Print the Elasticsearch/OpenSearch index template for spip's records.
+    ///
+    /// ECS mappings for `logs-spip-*` data streams. Install it with
+    /// `spip-agent elasticsearch-template | curl -X PUT "$ES/_index_template/spip"
+    /// -H 'Content-Type: application/json' --data-binary @-`.
+    ElasticsearchTemplate {
+        /// The OpenSearch variant (`flat_object` instead of `flattened`).
+        #[arg(long)]
+        opensearch: bool,
     },
 }
 
@@ -123,8 +133,23 @@ pub fn main() -> i32 {
             tproxy,
             port,
         ),
-        Some(Command::Setup(flags)) => crate::setup::run(&flags),
+        Some(Command::Setup(flags)) => crate::ops::setup::run(&flags),
         Some(Command::GenCert { out, cn }) => gen_cert(&out, &cn),
+        Some(Command::ElasticsearchTemplate { opensearch }) => {
+            use crate::sinks::elastic::{INDEX_TEMPLATE, OPENSEARCH_INDEX_TEMPLATE};
+            let template = if opensearch {
+                OPENSEARCH_INDEX_TEMPLATE
+            } else {
+                INDEX_TEMPLATE
+            };
+            match std::io::stdout().lock().write_all(template.as_bytes()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("spip: elasticsearch-template: {e}");
+                    1
+                }
+            }
+        }
         Some(Command::Run) | None => run(&cli.config, cli.check),
     }
 }
@@ -156,7 +181,7 @@ fn run(path: &std::path::Path, check: bool) -> i32 {
         "poll" => DriverChoice::Poll,
         _ => DriverChoice::Auto,
     };
-    server::run(cfg, driver)
+    capture::run(cfg, driver)
 }
 
 fn redirect(
@@ -168,7 +193,7 @@ fn redirect(
     mut tproxy: bool,
     port: Option<u16>,
 ) -> i32 {
-    use crate::redirect::{self as r, Action, Backend};
+    use crate::ops::redirect::{self as r, Action, Backend};
     let port = match port {
         Some(0) => {
             eprintln!("spip: redirect: --port must be 1..=65535");

@@ -103,8 +103,12 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// "auto" (io_uring, else poll), "io_uring" or "poll".
     pub io_driver: String,
+    /// How io_uring runs completion work: "coop" (COOP_TASKRUN + TASKRUN_FLAG), "defer"
+    /// (SINGLE_ISSUER + DEFER_TASKRUN) or "off" (the kernel's default).
+    pub io_uring_taskrun: String,
 
     pub loom: LoomConfig,
+    pub elasticsearch: ElasticConfig,
     pub kafka: KafkaConfig,
 }
 
@@ -123,6 +127,9 @@ impl Mode {
         }
     }
 }
+
+/// Default `io_uring_taskrun` (see the README's flood numbers for why).
+pub const DEFAULT_TASKRUN: &str = "coop";
 
 /// Default `log_max_bytes`: 100 MiB.
 pub const DEFAULT_LOG_MAX_BYTES: u64 = 100 << 20;
@@ -174,6 +181,74 @@ impl Default for LoomConfig {
     }
 }
 
+/// `[elasticsearch]`: validated only when enabled.
+#[derive(Debug, Clone)]
+pub struct ElasticConfig {
+    pub enabled: bool,
+    /// Base URL of the cluster (`https://host:9200`, maybe with a path prefix).
+    pub url: String,
+    /// Data stream written with `create` actions.
+    pub data_stream: String,
+    pub auth: ElasticAuth,
+    /// Records per `_bulk` request.
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    /// Upper bound on one `_bulk` body (proxies in front of a cluster often cap bodies).
+    pub max_batch_bytes: usize,
+    pub insecure_skip_verify: bool,
+    /// PEM CA certificates trusted instead of the built-in roots (a cluster's own CA).
+    pub ca_file: Option<PathBuf>,
+    /// Memory budget for queued and retrying records.
+    pub max_pending_bytes: usize,
+    /// NDJSON file for records the cluster refused for good (None = count them only).
+    pub dead_letter_file: Option<PathBuf>,
+    /// The dead-letter file stops growing at this size (further rejects are only counted).
+    pub dead_letter_max_bytes: u64,
+}
+
+/// How the Elasticsearch sink authenticates.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ElasticAuth {
+    None,
+    /// `Authorization: ApiKey <encoded>` (the `encoded` value Elasticsearch returns).
+    ApiKey(String),
+    /// HTTP Basic.
+    Basic {
+        username: String,
+        password: String,
+    },
+}
+
+impl fmt::Debug for ElasticAuth {
+    // Secrets stay out of logs and panics.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ElasticAuth::None => f.write_str("None"),
+            ElasticAuth::ApiKey(_) => f.write_str("ApiKey(<set>)"),
+            ElasticAuth::Basic { username, .. } => write!(f, "Basic({username:?}, <set>)"),
+        }
+    }
+}
+
+impl Default for ElasticConfig {
+    fn default() -> Self {
+        ElasticConfig {
+            enabled: false,
+            url: String::new(),
+            data_stream: "logs-spip-default".to_string(),
+            auth: ElasticAuth::None,
+            batch_size: 500,
+            flush_interval: Duration::from_secs(5),
+            max_batch_bytes: 5 << 20,
+            insecure_skip_verify: false,
+            ca_file: None,
+            max_pending_bytes: 64 << 20,
+            dead_letter_file: None,
+            dead_letter_max_bytes: 100 << 20,
+        }
+    }
+}
+
 /// The file as written: every key optional so that we, not serde, say what is missing.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -218,7 +293,9 @@ struct RawConfig {
     stats_interval_seconds: Option<i64>,
     shutdown_grace_seconds: Option<i64>,
     io_driver: Option<String>,
+    io_uring_taskrun: Option<String>,
     loom: Option<RawLoom>,
+    elasticsearch: Option<RawElastic>,
     kafka: Option<RawKafka>,
 }
 
@@ -233,6 +310,25 @@ struct RawLoom {
     flush_interval: Option<String>,
     insecure_skip_verify: Option<bool>,
     max_pending_bytes: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawElastic {
+    enabled: Option<bool>,
+    url: Option<String>,
+    data_stream: Option<String>,
+    api_key: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    batch_size: Option<i64>,
+    flush_interval: Option<String>,
+    max_batch_bytes: Option<i64>,
+    insecure_skip_verify: Option<bool>,
+    ca_file: Option<String>,
+    max_pending_bytes: Option<i64>,
+    dead_letter_file: Option<String>,
+    dead_letter_max_bytes: Option<i64>,
 }
 
 /// `[ports]`: keys are ports (1-65535), values responder names.
@@ -575,7 +671,18 @@ impl Config {
                     ));
                 }
             },
+            io_uring_taskrun: match raw.io_uring_taskrun.as_deref() {
+                None | Some("") => DEFAULT_TASKRUN.to_string(),
+                Some(t @ ("coop" | "defer" | "off")) => t.to_string(),
+                Some(t) => {
+                    return Err(err(
+                        "io_uring_taskrun",
+                        format!("{t:?} is not one of \"coop\", \"defer\", \"off\""),
+                    ));
+                }
+            },
             loom: validate_loom(raw.loom.unwrap_or_default())?,
+            elasticsearch: validate_elastic(raw.elasticsearch.unwrap_or_default(), &resolve)?,
             kafka: validate_kafka(raw.kafka.unwrap_or_default(), &resolve)?,
         };
         if cfg.read_timeout > cfg.session_timeout {
@@ -685,6 +792,7 @@ impl Config {
             self.shutdown_grace.as_secs().to_string(),
         );
         line("io_driver", q(&self.io_driver));
+        line("io_uring_taskrun", q(&self.io_uring_taskrun));
         line("loom.enabled", self.loom.enabled.to_string());
         if self.loom.enabled {
             line("loom.url", q(&self.loom.url));
@@ -704,9 +812,194 @@ impl Config {
                 self.loom.max_pending_bytes.to_string(),
             );
         }
+        line(
+            "elasticsearch.enabled",
+            self.elasticsearch.enabled.to_string(),
+        );
+        let es = &self.elasticsearch;
+        if es.enabled {
+            line("elasticsearch.url", q(&es.url));
+            line("elasticsearch.data_stream", q(&es.data_stream));
+            match &es.auth {
+                ElasticAuth::None => {}
+                ElasticAuth::ApiKey(_) => line("elasticsearch.api_key", q("<set>")),
+                ElasticAuth::Basic { username, .. } => {
+                    line("elasticsearch.username", q(username));
+                    line("elasticsearch.password", q("<set>"));
+                }
+            }
+            line("elasticsearch.batch_size", es.batch_size.to_string());
+            line(
+                "elasticsearch.flush_interval",
+                q(&format!("{:?}", es.flush_interval)),
+            );
+            line(
+                "elasticsearch.max_batch_bytes",
+                es.max_batch_bytes.to_string(),
+            );
+            line(
+                "elasticsearch.insecure_skip_verify",
+                es.insecure_skip_verify.to_string(),
+            );
+            let ca = es.ca_file.as_ref().map(|p| p.display().to_string());
+            line("elasticsearch.ca_file", q(ca.as_deref().unwrap_or("")));
+            line(
+                "elasticsearch.max_pending_bytes",
+                es.max_pending_bytes.to_string(),
+            );
+            let dlq = es
+                .dead_letter_file
+                .as_ref()
+                .map(|p| p.display().to_string());
+            line(
+                "elasticsearch.dead_letter_file",
+                q(dlq.as_deref().unwrap_or("")),
+            );
+            line(
+                "elasticsearch.dead_letter_max_bytes",
+                es.dead_letter_max_bytes.to_string(),
+            );
+        }
         self.kafka.describe(&mut line);
         s
     }
+}
+
+fn validate_elastic(
+    raw: RawElastic,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<ElasticConfig, ConfigError> {
+    let d = ElasticConfig::default();
+    let enabled = raw.enabled.unwrap_or(false);
+    let batch_size = number(
+        "elasticsearch.batch_size",
+        raw.batch_size,
+        d.batch_size as i64,
+        1,
+        10_000,
+    )? as usize;
+    let flush_interval = match raw.flush_interval.as_deref() {
+        None | Some("") => d.flush_interval,
+        Some(s) => parse_duration(s).map_err(|p| err("elasticsearch.flush_interval", p))?,
+    };
+    let max_batch_bytes = number(
+        "elasticsearch.max_batch_bytes",
+        raw.max_batch_bytes,
+        d.max_batch_bytes as i64,
+        64 << 10,
+        100 << 20,
+    )? as usize;
+    let max_pending_bytes = number(
+        "elasticsearch.max_pending_bytes",
+        raw.max_pending_bytes,
+        d.max_pending_bytes as i64,
+        1 << 16,
+        1 << 34,
+    )? as usize;
+    let dead_letter_max_bytes = number(
+        "elasticsearch.dead_letter_max_bytes",
+        raw.dead_letter_max_bytes,
+        d.dead_letter_max_bytes as i64,
+        4096,
+        1 << 50,
+    )? as u64;
+    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let auth = match (
+        nonempty(raw.api_key),
+        nonempty(raw.username),
+        nonempty(raw.password),
+    ) {
+        (None, None, None) => ElasticAuth::None,
+        (Some(k), None, None) => ElasticAuth::ApiKey(k),
+        (Some(_), _, _) => {
+            return Err(err(
+                "elasticsearch.api_key",
+                "set either api_key or username/password, not both",
+            ));
+        }
+        (None, Some(username), Some(password)) => ElasticAuth::Basic { username, password },
+        (None, Some(_), None) => {
+            return Err(err(
+                "elasticsearch.password",
+                "is required when username is set",
+            ));
+        }
+        (None, None, Some(_)) => {
+            return Err(err(
+                "elasticsearch.username",
+                "is required when password is set",
+            ));
+        }
+    };
+    let data_stream = match nonempty(raw.data_stream) {
+        None => d.data_stream,
+        Some(name) => {
+            data_stream_problem(&name)
+                .map_or(Ok(()), |p| Err(err("elasticsearch.data_stream", p)))?;
+            name
+        }
+    };
+    let cfg = ElasticConfig {
+        enabled,
+        url: raw
+            .url
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string(),
+        data_stream,
+        auth,
+        batch_size,
+        flush_interval,
+        max_batch_bytes,
+        insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
+        ca_file: nonempty(raw.ca_file).map(|f| resolve(&f)),
+        max_pending_bytes,
+        dead_letter_file: nonempty(raw.dead_letter_file).map(|f| resolve(&f)),
+        dead_letter_max_bytes,
+    };
+    if enabled {
+        let lower = cfg.url.to_ascii_lowercase();
+        if cfg.url.is_empty() {
+            return Err(err(
+                "elasticsearch.url",
+                "is required when elasticsearch is enabled",
+            ));
+        }
+        if !(lower.starts_with("http://") || lower.starts_with("https://"))
+            || cfg.url.len() < 10
+            || cfg.url.contains(['?', '#'])
+        {
+            return Err(err(
+                "elasticsearch.url",
+                format!(
+                    "{:?} is not an http(s) base URL (like \"https://es.example:9200\")",
+                    cfg.url
+                ),
+            ));
+        }
+    }
+    Ok(cfg)
+}
+
+/// Why `name` cannot be a data stream (Elasticsearch's index name rules), if it cannot.
+fn data_stream_problem(name: &str) -> Option<String> {
+    if name.len() > 255 {
+        return Some("is longer than 255 bytes".into());
+    }
+    if name.starts_with(['-', '_', '+', '.']) {
+        return Some(format!("{name:?} must not start with '-', '_', '+' or '.'"));
+    }
+    if name.bytes().any(|b| {
+        b.is_ascii_uppercase()
+            || b.is_ascii_whitespace()
+            || b.is_ascii_control()
+            || br#"\/*?"<>|,#:"#.contains(&b)
+    }) {
+        return Some(format!(
+            "{name:?} must be lowercase, without spaces or any of \\ / * ? \" < > | , # :"
+        ));
+    }
+    None
 }
 
 fn validate_loom(raw: RawLoom) -> Result<LoomConfig, ConfigError> {
@@ -1268,6 +1561,38 @@ mod tests {
                 "log_max_files",
             ),
             ("name = \"a\"\nport = 1\nmode = \"nat\"", "mode"),
+            (
+                "name = \"a\"\nport = 1\n[elasticsearch]\nenabled = true",
+                "elasticsearch.url",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[elasticsearch]\nenabled = true\nurl = \"es:9200\"",
+                "elasticsearch.url",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[elasticsearch]\napi_key = \"k\"\nusername = \"u\"",
+                "elasticsearch.api_key",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[elasticsearch]\nusername = \"u\"",
+                "elasticsearch.password",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[elasticsearch]\ndata_stream = \"Logs-X\"",
+                "elasticsearch.data_stream",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[elasticsearch]\nmax_batch_bytes = 10",
+                "elasticsearch.max_batch_bytes",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[elasticsearch]\nflush_interval = \"x\"",
+                "elasticsearch.flush_interval",
+            ),
+            (
+                "name = \"a\"\nport = 1\n[elasticsearch]\nindex = \"x\"",
+                "index",
+            ),
         ];
         for (text, key) in cases {
             let e = parse(text).expect_err(text);
@@ -1305,6 +1630,42 @@ mod tests {
         assert_eq!(c.loom.batch_size, 100);
         assert_eq!(c.loom.flush_interval, Duration::from_millis(500));
         assert!(c.describe().contains("loom.token = \"<set>\""));
+    }
+
+    #[test]
+    fn elasticsearch_config() {
+        let c = parse("name=\"a\"\nport=1").unwrap();
+        let es = &c.elasticsearch;
+        assert!(!es.enabled);
+        assert_eq!(es.data_stream, "logs-spip-default");
+        assert_eq!(es.batch_size, 500);
+        assert_eq!(es.flush_interval, Duration::from_secs(5));
+        assert_eq!(es.auth, ElasticAuth::None);
+        assert!(!es.insecure_skip_verify && es.dead_letter_file.is_none() && es.ca_file.is_none());
+        let c = parse(
+            "name=\"a\"\nport=1\n[elasticsearch]\nenabled=true\nurl=\"https://es.example:9200/\"\n\
+             username=\"spip\"\npassword=\"secret\"\nbatch_size=50\nflush_interval=\"1s\"\n\
+             data_stream=\"logs-spip-dmz\"\ndead_letter_file=\"dlq.jsonl\"\nca_file=\"/etc/ca.pem\"",
+        )
+        .unwrap();
+        let es = &c.elasticsearch;
+        assert_eq!(es.url, "https://es.example:9200");
+        assert_eq!(es.data_stream, "logs-spip-dmz");
+        assert_eq!(es.batch_size, 50);
+        assert_eq!(
+            es.dead_letter_file.as_deref(),
+            Some(Path::new("/etc/spip/dlq.jsonl"))
+        );
+        assert_eq!(es.ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
+        let d = c.describe();
+        assert!(d.contains("elasticsearch.password = \"<set>\""), "{d}");
+        assert!(!d.contains("secret"), "{d}");
+        assert!(!format!("{es:?}").contains("secret"));
+        let c = parse("name=\"a\"\nport=1\n[elasticsearch]\napi_key=\"Zm9vOmJhcg==\"").unwrap();
+        assert_eq!(
+            c.elasticsearch.auth,
+            ElasticAuth::ApiKey("Zm9vOmJhcg==".into())
+        );
     }
 
     #[test]

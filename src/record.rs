@@ -271,7 +271,7 @@ pub struct EventIds {
 impl EventIds {
     pub fn new() -> Self {
         let mut seed = [0u8; 32];
-        if getrandom_fill(&mut seed).is_err() {
+        if getrandom::fill(&mut seed).is_err() {
             // No OS randomness: fall back to time and addresses, still unique per thread.
             let t = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -333,24 +333,6 @@ impl EventId {
         // ok: encode_lower writes only ASCII hex digits and hyphens.
         std::str::from_utf8(&self.0).unwrap_or("00000000-0000-0000-0000-000000000000")
     }
-}
-
-fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let n =
-            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        filled += n as usize;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -147,10 +147,10 @@ fn empty_connections_can_be_turned_off() {
 fn ipv6_client_is_recorded_with_original_port() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
-    let reply = ns.within(|| exchange(addr("[::1]:2323"), &[b"hello6"], SECS5));
+    let reply = ns.within(|| exchange(addr("[::1]:4444"), &[b"hello6"], SECS5));
     assert_eq!(reply, b"::1");
     let recs = sensor.wait_records(1, SECS5);
-    let r = &with_dport(&recs, 2323)[0];
+    let r = &with_dport(&recs, 4444)[0];
     assert_eq!(r["source"]["ip"], "::1");
     assert_eq!(r["destination"]["ip"], "::1");
     assert_eq!(r["event"]["summary"], "hello6");
@@ -382,10 +382,10 @@ fn poll_driver_serves_too() {
         "{}",
         sensor.stderr()
     );
-    let reply = ns.within(|| exchange(addr("127.0.0.1:25"), &[b"EHLO x\r\n"], SECS5));
+    let reply = ns.within(|| exchange(addr("127.0.0.1:7777"), &[b"EHLO x\r\n"], SECS5));
     assert_eq!(reply, b"127.0.0.1");
     let recs = sensor.wait_records(1, SECS5);
-    assert_eq!(with_dport(&recs, 25).len(), 1);
+    assert_eq!(with_dport(&recs, 7777).len(), 1);
 }
 
 fn bad_configs_exit_2_naming_the_key() {

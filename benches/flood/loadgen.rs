@@ -25,6 +25,8 @@ struct Args {
     concurrency: usize,
     hold_secs: u64,
     dest: Ipv4Addr,
+    /// Distinct source addresses (127.1.0.1 ...).
+    sources: usize,
 }
 
 fn parse_args() -> Args {
@@ -34,6 +36,7 @@ fn parse_args() -> Args {
         concurrency: 32,
         hold_secs: 10,
         dest: Ipv4Addr::LOCALHOST,
+        sources: 65_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -44,17 +47,23 @@ fn parse_args() -> Args {
             "--concurrency" => a.concurrency = v().parse().expect("--concurrency"),
             "--hold-secs" => a.hold_secs = v().parse().expect("--hold-secs"),
             "--dest" => a.dest = v().parse().expect("--dest"),
+            "--sources" => a.sources = v().parse::<usize>().expect("--sources").clamp(1, 65_000),
             "--bench" => {} // passed by `cargo bench`
             other => panic!("unknown argument {other}"),
         }
     }
     assert!(a.dest.is_loopback(), "loopback destinations only");
+    SOURCES.store(a.sources, Ordering::Relaxed);
     a
 }
 
-/// Source address number `i`: spread over 127.1.0.0/16 so no source runs out of ports.
+/// Distinct source addresses in use (`--sources`).
+static SOURCES: AtomicUsize = AtomicUsize::new(65_000);
+
+/// Source address number `i`: spread over 127.1.0.0/16 (`--sources` of them) so that no source
+/// runs out of ports unless asked to.
 fn source(i: usize) -> Ipv4Addr {
-    let n = (i % 65_000) as u32 + 1;
+    let n = (i % SOURCES.load(Ordering::Relaxed)) as u32 + 1;
     Ipv4Addr::from(0x7f01_0000 | n)
 }
 
@@ -96,7 +105,8 @@ fn one(i: usize, mode: &str, dest: Ipv4Addr) -> bool {
                     Ok(n) => {
                         got += n;
                         let text = &buf[..got];
-                        if text.starts_with(b"HTTP/1.1 200")
+                        // On ports where a server speaks first a greeting comes before it.
+                        if text.windows(12).any(|w| w == b"HTTP/1.1 200")
                             && text.windows(4).any(|w| w == b"\r\n\r\n")
                             && text.ends_with(source(i).to_string().as_bytes())
                         {

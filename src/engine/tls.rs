@@ -413,6 +413,21 @@ impl TlsInfo {
     }
 }
 
+impl TlsConfigs {
+    /// Configurations with a fresh self-signed ECDSA P-256 certificate for `cn` (tests,
+    /// benchmarks, fuzzing).
+    pub fn self_signed(cn: &str) -> Result<Self, String> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| format!("key generation failed: {e}"))?;
+        let cert = rcgen::CertificateParams::new(vec![cn.to_string()])
+            .and_then(|p| p.self_signed(&key))
+            .map_err(|e| format!("signing failed: {e}"))?;
+        let key = PrivateKeyDer::try_from(key.serialize_der())
+            .map_err(|e| format!("key encoding failed: {e}"))?;
+        Self::from_der(vec![cert.der().clone()], key)
+    }
+}
+
 /// Generates an ECDSA P-256 self-signed certificate for `cn`: (cert PEM, key PEM).
 pub fn generate_self_signed(cn: &str) -> Result<(String, String), String> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)

@@ -11,9 +11,12 @@
 //! - `c` = sha256_12 of the cookie names, sorted; `d` = of the `name=value` crumbs sorted by name.
 //!
 //! Allocation-free: cookies are sorted on the stack (at most [`MAX_COOKIES`]; more are ignored).
+//!
+//! HTTP/1 heads ([`ja4h`]) and HTTP/2 requests ([`ja4h_of`] over decoded header fields, without
+//! the pseudo-headers) share one implementation, generic over the header iterator.
 
 use super::util::{Sink, ascii_str, hex_into, sha256_12_or_zeros};
-use crate::proto::http::RequestHead;
+use crate::proto::http::{self, RequestHead};
 use sha2::{Digest, Sha256};
 
 /// Cookie crumbs considered (a cookie bomb beyond this is cut).
@@ -43,6 +46,32 @@ impl std::fmt::Debug for Ja4h {
     }
 }
 
+/// Header fields as `(name, value)` in wire order.
+pub trait Fields<'a>: Iterator<Item = (&'a [u8], &'a [u8])> + Clone {}
+impl<'a, T: Iterator<Item = (&'a [u8], &'a [u8])> + Clone> Fields<'a> for T {}
+
+/// What JA4H reads of a request: the method, the version's two digits (`11`, `20`) and the
+/// header fields in wire order (names as sent; for HTTP/2 without the pseudo-headers).
+#[derive(Clone)]
+pub struct Request<'a, H> {
+    pub method: &'a [u8],
+    pub version: [u8; 2],
+    pub headers: H,
+}
+
+impl<'a> Request<'a, http::Headers<'a>> {
+    /// An HTTP/1 head ("HTTP/x.y" -> "xy").
+    pub fn http1(head: &RequestHead<'a>) -> Self {
+        let v = head.version;
+        let digit = |i: usize| v.get(i).copied().filter(u8::is_ascii_digit).unwrap_or(b'0');
+        Request {
+            method: head.method,
+            version: [digit(5), digit(7)],
+            headers: head.headers(),
+        }
+    }
+}
+
 fn is_cookie(name: &[u8]) -> bool {
     name.eq_ignore_ascii_case(b"cookie")
 }
@@ -52,8 +81,9 @@ fn is_referer(name: &[u8]) -> bool {
 }
 
 /// Header names counted and hashed (wire order).
-fn hashed_names<'a>(head: &RequestHead<'a>) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
-    head.headers()
+fn hashed_names<'a, H: Fields<'a>>(req: &Request<'a, H>) -> impl Iterator<Item = &'a [u8]> + Clone {
+    req.headers
+        .clone()
         .map(|(n, _)| n)
         .filter(|n| !is_cookie(n) && !is_referer(n))
 }
@@ -68,14 +98,14 @@ struct Scan<'a> {
 }
 
 /// Walks the headers once, passing each hashed name (not Cookie/Referer) to `on_name`.
-fn scan<'a>(head: &RequestHead<'a>, mut on_name: impl FnMut(&'a [u8])) -> Scan<'a> {
+fn scan<'a, H: Fields<'a>>(req: &Request<'a, H>, mut on_name: impl FnMut(&'a [u8])) -> Scan<'a> {
     let mut s = Scan {
         cookie: false,
         referer: false,
         count: 0,
         lang: None,
     };
-    for (name, value) in head.headers() {
+    for (name, value) in req.headers.clone() {
         if is_cookie(name) {
             s.cookie = true;
         } else if is_referer(name) {
@@ -93,18 +123,16 @@ fn scan<'a>(head: &RequestHead<'a>, mut on_name: impl FnMut(&'a [u8])) -> Scan<'
 
 /// The 12-character `a` part.
 pub fn ja4h_a(head: &RequestHead<'_>) -> [u8; 12] {
-    a_part(head, &scan(head, |_| {}))
+    let req = Request::http1(head);
+    a_part(&req, &scan(&req, |_| {}))
 }
 
-fn a_part(head: &RequestHead<'_>, s: &Scan<'_>) -> [u8; 12] {
+fn a_part<H>(req: &Request<'_, H>, s: &Scan<'_>) -> [u8; 12] {
     let mut a = [b'0'; 12];
-    let mut m = head.method.iter().map(|b| sanitize(b.to_ascii_lowercase()));
+    let mut m = req.method.iter().map(|b| sanitize(b.to_ascii_lowercase()));
     a[0] = m.next().unwrap_or(b'0');
     a[1] = m.next().unwrap_or(b'0');
-    // "HTTP/x.y" -> "xy"
-    let v = head.version;
-    a[2] = v.get(5).copied().filter(u8::is_ascii_digit).unwrap_or(b'0');
-    a[3] = v.get(7).copied().filter(u8::is_ascii_digit).unwrap_or(b'0');
+    a[2..4].copy_from_slice(&req.version);
     a[4] = if s.cookie { b'c' } else { b'n' };
     a[5] = if s.referer { b'r' } else { b'n' };
     let n = s.count.min(99) as u8;
@@ -148,8 +176,9 @@ fn put_names<'a>(sink: &mut impl Sink, names: impl Iterator<Item = &'a [u8]>) {
 /// One cookie crumb: its name and the whole trimmed crumb (`name=value`).
 type Crumb<'a> = (&'a [u8], &'a [u8]);
 
-fn crumbs<'a>(head: &RequestHead<'a>) -> impl Iterator<Item = Crumb<'a>> + Clone + 'a {
-    head.headers()
+fn crumbs<'a, H: Fields<'a>>(req: &Request<'a, H>) -> impl Iterator<Item = Crumb<'a>> + Clone {
+    req.headers
+        .clone()
         .filter(|(n, _)| is_cookie(n))
         .flat_map(|(_, v)| v.split(|&b| b == b';'))
         .map(trim)
@@ -172,8 +201,11 @@ fn trim(mut s: &[u8]) -> &[u8] {
 }
 
 /// Calls `f` with the cookie crumbs sorted by name (stable: ties keep wire order).
-fn with_sorted_crumbs<R>(head: &RequestHead<'_>, f: impl FnOnce(&[Crumb<'_>]) -> R) -> R {
-    let it = crumbs(head);
+fn with_sorted_crumbs<'a, H: Fields<'a>, R>(
+    req: &Request<'a, H>,
+    f: impl FnOnce(&[Crumb<'_>]) -> R,
+) -> R {
+    let it = crumbs(req);
     let mut small: [(Crumb<'_>, u16); 32] = [((&[], &[]), 0); 32];
     let mut n = 0usize;
     for c in it.clone() {
@@ -223,27 +255,32 @@ fn sort_and_call_large<R>(v: &[(Crumb<'_>, u16)], f: impl FnOnce(&[Crumb<'_>]) -
     f(out.get(..v.len()).unwrap_or(&[]))
 }
 
-/// JA4H of a request head.
+/// JA4H of an HTTP/1 request head.
 pub fn ja4h(head: &RequestHead<'_>) -> Ja4h {
+    ja4h_of(&Request::http1(head))
+}
+
+/// JA4H of any request (HTTP/2: version `20`, pseudo-headers left out by the caller).
+pub fn ja4h_of<'a, H: Fields<'a>>(req: &Request<'a, H>) -> Ja4h {
     let mut buf = [b'_'; 51];
     // One walk gives the `a` facts and feeds the header-name hash.
     let mut hasher = Sha256::new();
     let mut first = true;
-    let s = scan(head, |name| {
+    let s = scan(req, |name| {
         if !first {
             hasher.update(b",");
         }
         first = false;
         hasher.update(name);
     });
-    buf[..12].copy_from_slice(&a_part(head, &s));
+    buf[..12].copy_from_slice(&a_part(req, &s));
     let mut b = [b'0'; 12];
     if s.count > 0 {
         hex_into(hasher.finalize().get(..6).unwrap_or(&[]), &mut b);
     }
     buf[13..25].copy_from_slice(&b);
     let (c, d) = if s.cookie {
-        with_sorted_crumbs(head, |cs| {
+        with_sorted_crumbs(req, |cs| {
             let c = sha256_12_or_zeros(cs.is_empty(), |h| {
                 put_names(h, cs.iter().map(|c| c.0));
             });
@@ -263,13 +300,47 @@ pub fn ja4h(head: &RequestHead<'_>) -> Ja4h {
 /// Streams `JA4H_r` (a + the lists in clear) into `out`. The lists are network bytes: use an
 /// escaping sink when writing into JSON.
 pub fn write_ja4h_r(head: &RequestHead<'_>, out: &mut impl Sink) {
-    out.put(&ja4h_a(head));
+    let req = Request::http1(head);
+    out.put(&a_part(&req, &scan(&req, |_| {})));
     out.put(b"_");
-    put_names(out, hashed_names(head));
-    with_sorted_crumbs(head, |cs| {
+    put_names(out, hashed_names(&req));
+    with_sorted_crumbs(&req, |cs| {
         out.put(b"_");
         put_names(out, cs.iter().map(|c| c.0));
         out.put(b"_");
         put_names(out, cs.iter().map(|c| c.1));
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::http::{Head, parse_request_head};
+
+    #[test]
+    fn any_header_iterator_gives_the_http1_fingerprint() {
+        let raw = b"GET /x HTTP/1.1\r\nHost: a\r\nCookie: b=1; a=2\r\nReferer: r\r\n\
+            Accept-Language: de-DE\r\n\r\n";
+        let Head::Complete(head) = parse_request_head(raw) else {
+            panic!("not a head");
+        };
+        let fields: [(&[u8], &[u8]); 4] = [
+            (b"Host", b"a"),
+            (b"Cookie", b"b=1; a=2"),
+            (b"Referer", b"r"),
+            (b"Accept-Language", b"de-DE"),
+        ];
+        let req = Request {
+            method: &b"GET"[..],
+            version: *b"11",
+            headers: fields.into_iter(),
+        };
+        assert_eq!(ja4h_of(&req), ja4h(&head));
+        assert!(ja4h(&head).as_str().starts_with("ge11cr02dede_"));
+        let h2 = Request {
+            version: *b"20",
+            ..req
+        };
+        assert!(ja4h_of(&h2).as_str().starts_with("ge20cr02dede_"));
+    }
 }

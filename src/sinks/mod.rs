@@ -54,6 +54,7 @@ pub enum Delivery {
     },
 }
 
+pub mod elastic;
 pub mod file;
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -133,6 +134,13 @@ pub fn start_all(cfg: &crate::config::Config) -> std::io::Result<crate::output::
             cfg.loom.url, cfg.loom.batch_size, cfg.loom.flush_interval
         );
         runners.push(shipper.into_runner());
+    }
+    if cfg.elasticsearch.enabled {
+        runners.push(elastic::start(
+            &cfg.elasticsearch,
+            Arc::new(SinkCounters::default()),
+            RetryPolicy::default(),
+        )?);
     }
     #[cfg(feature = "kafka")]
     if cfg.kafka.enabled {

@@ -49,7 +49,17 @@ pub enum Action {
     Stall,
     /// Read the request and close the connection without answering.
     Close,
+    /// Answer with this status, extra headers and body.
+    Body {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
 }
+
+/// Computes the answer to each request once the script is used up (a protocol fake, such as
+/// the Elasticsearch `_bulk` server in `bulk_server.rs`); it replaces the default action.
+pub type Handler = Arc<dyn Fn(&Request) -> Action + Send + Sync>;
 
 impl Action {
     pub fn status(status: u16) -> Action {
@@ -70,6 +80,7 @@ struct Inner {
     requests: Mutex<Vec<Request>>,
     script: Mutex<VecDeque<Action>>,
     default: Mutex<Action>,
+    handler: Mutex<Option<Handler>>,
     stop: AtomicBool,
     /// Connections accepted.
     connections: AtomicUsize,
@@ -122,6 +133,7 @@ impl TestServer {
             requests: Mutex::new(Vec::new()),
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(Action::status(200)),
+            handler: Mutex::new(None),
             stop: AtomicBool::new(false),
             connections: AtomicUsize::new(0),
             keep: AtomicBool::new(true),
@@ -191,6 +203,11 @@ impl TestServer {
     /// Action for requests once the script is used up.
     pub fn set_default(&self, a: Action) {
         *self.inner.default.lock().unwrap() = a;
+    }
+
+    /// Answer requests with `handler` once the script is used up.
+    pub fn set_handler(&self, handler: Handler) {
+        *self.inner.handler.lock().unwrap() = Some(handler);
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -276,21 +293,27 @@ fn serve<S: Read + Write>(inner: &Inner, s: S) {
         let Some(req) = read_request(&mut r) else {
             return;
         };
-        let action = {
-            let mut script = inner.script.lock().unwrap();
-            script
-                .pop_front()
-                .unwrap_or_else(|| inner.default.lock().unwrap().clone())
+        let scripted = inner.script.lock().unwrap().pop_front();
+        let handler = inner.handler.lock().unwrap().clone();
+        let action = match (scripted, handler) {
+            (Some(a), _) => a,
+            (None, Some(h)) => h(&req),
+            (None, None) => inner.default.lock().unwrap().clone(),
         };
         inner.seen.fetch_add(1, Ordering::SeqCst);
         if inner.keep.load(Ordering::SeqCst) {
             inner.requests.lock().unwrap().push(req);
         }
-        let (status, headers) = match action {
-            Action::Respond { status, headers } => (status, headers),
+        let (status, headers, body) = match action {
+            Action::Respond { status, headers } => (status, headers, Vec::new()),
+            Action::Body {
+                status,
+                headers,
+                body,
+            } => (status, headers, body),
             Action::Delay(d, status) => {
                 thread::sleep(d);
-                (status, Vec::new())
+                (status, Vec::new(), Vec::new())
             }
             Action::Stall => {
                 while !inner.stop.load(Ordering::SeqCst) {
@@ -301,18 +324,18 @@ fn serve<S: Read + Write>(inner: &Inner, s: S) {
             Action::Close => return,
         };
         let mut resp = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Length: 0\r\n",
-            reason(status)
+            "HTTP/1.1 {status} {}\r\nContent-Length: {}\r\n",
+            reason(status),
+            body.len()
         );
         for (k, v) in headers {
             resp.push_str(&format!("{k}: {v}\r\n"));
         }
         resp.push_str("\r\n");
+        let mut resp = resp.into_bytes();
+        resp.extend_from_slice(&body);
         let w = r.get_mut();
-        if w.write_all(resp.as_bytes())
-            .and_then(|_| w.flush())
-            .is_err()
-        {
+        if w.write_all(&resp).and_then(|_| w.flush()).is_err() {
             return;
         }
     }

@@ -25,6 +25,7 @@
 // Each test file uses only part of this module (tests/loom.rs runs under libtest, no test_main).
 #![allow(dead_code, unused_macros)]
 
+pub mod bulk_server;
 pub mod http_server;
 
 use libtest_mimic::{Arguments, Completion, Trial};

@@ -18,7 +18,6 @@ use compio::net::TcpStream;
 use futures_util::future::{Either, select};
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
@@ -85,8 +84,7 @@ pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr, 
     let started = SystemTime::now();
     let accepted_at = Instant::now();
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-    let fd = stream.as_raw_fd();
-    let (destination, original) = match super::origdst::original_destination(fd, peer.is_ipv4()) {
+    let (destination, original) = match super::sys::original_destination(&stream, peer.is_ipv4()) {
         Some(d) => (d, true),
         None => (stream.local_addr().unwrap_or(peer), false),
     };
@@ -202,5 +200,8 @@ fn count_close(worker: &Worker, conn: &Connection) {
     }
     if conn.received() == 0 {
         counters.inc(&counters.empty_connections);
+    }
+    if let (Some(metrics), Some(reason)) = (&worker.shared.metrics, conn.closing()) {
+        metrics.connection_closed(conn.protocol(), reason.as_str());
     }
 }

@@ -3,9 +3,9 @@
 use super::Shared;
 use super::conn;
 use super::registry::{ConnId, Registry};
-use crate::limits::{Admission, Refusal};
 use crate::output::RecordSink;
 use crate::record::EventIds;
+use crate::scan::admission::{Admission, Refusal};
 use compio::driver::{DriverType, ProactorBuilder};
 use compio::net::{TcpListener, TcpStream};
 use futures_util::StreamExt;
@@ -99,7 +99,14 @@ pub fn bind_listener(addr: SocketAddr, transparent: bool) -> io::Result<std::net
         socket.set_only_v6(false)?;
     }
     if transparent {
-        set_transparent(&socket, addr.is_ipv6()).map_err(|e| {
+        // IP_TRANSPARENT / IPV6_TRANSPARENT set the same socket flag, which covers
+        // IPv4-mapped clients of a dual-stack socket too.
+        let set = if addr.is_ipv6() {
+            socket.set_ip_transparent_v6(true)
+        } else {
+            socket.set_ip_transparent_v4(true)
+        };
+        set.map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!(
@@ -114,36 +121,20 @@ pub fn bind_listener(addr: SocketAddr, transparent: bool) -> io::Result<std::net
     Ok(socket.into())
 }
 
-/// IP_TRANSPARENT (and IPV6_TRANSPARENT on an IPv6 socket; both set the same socket flag,
-/// which covers IPv4-mapped clients of a dual-stack socket too).
-fn set_transparent(socket: &Socket, v6: bool) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    let (level, name) = if v6 {
-        (libc::SOL_IPV6, libc::IPV6_TRANSPARENT)
-    } else {
-        (libc::SOL_IP, libc::IP_TRANSPARENT)
-    };
-    // SAFETY: a valid socket fd, and an int option value of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Builds this thread's runtime; says which driver it got.
-pub fn build_runtime(choice: DriverChoice) -> io::Result<compio::runtime::Runtime> {
+/// `taskrun` (`io_uring_taskrun`): how completions' task work runs. By default the kernel
+/// interrupts the thread for it at every completion; "coop" runs it at the next syscall into
+/// the ring, "defer" only when this (single) thread waits for completions.
+pub fn build_runtime(choice: DriverChoice, taskrun: &str) -> io::Result<compio::runtime::Runtime> {
     let mut proactor = ProactorBuilder::new();
+    match taskrun {
+        "coop" => {
+            proactor.coop_taskrun(true).taskrun_flag(true);
+        }
+        "defer" => {
+            proactor.single_issuer(true).defer_taskrun(true);
+        }
+        _ => {}
+    }
     proactor
         .capacity(4096)
         .buffer_pool_size(NonZeroU16::new(POOL_BUFFERS).unwrap_or(NonZeroU16::MIN))
@@ -164,7 +155,7 @@ pub fn build_runtime(choice: DriverChoice) -> io::Result<compio::runtime::Runtim
 
 /// Runs one worker until shutdown; `listener` was bound by the main thread.
 pub fn run(shared: Arc<Shared>, listener: std::net::TcpListener, index: usize) -> io::Result<()> {
-    let runtime = build_runtime(shared.driver)?;
+    let runtime = build_runtime(shared.driver, &shared.cfg.io_uring_taskrun)?;
     if index == 0 {
         let driver = match runtime.driver_type() {
             DriverType::IoUring => "io_uring",
@@ -254,7 +245,7 @@ async fn accept_loop(worker: &Rc<Worker>, listener: &TcpListener) {
 fn admit(worker: &Rc<Worker>, stream: TcpStream) {
     let counters = &worker.shared.counters;
     counters.inc(&counters.accepted);
-    let Some(peer) = super::origdst::peer_address(stream.as_raw_fd()) else {
+    let Some(peer) = super::sys::peer_address(stream.as_raw_fd()) else {
         return; // not a TCP/IP socket: nothing to record
     };
     let refuse = |counter: &std::sync::atomic::AtomicU64| {
@@ -300,9 +291,9 @@ async fn drain(worker: &Rc<Worker>) {
     }
     let fds = worker.registry.borrow().live_fds();
     for fd in fds {
-        // SAFETY: fd belongs to a live connection task that has not closed it yet (tasks
-        // leave the registry before dropping the socket).
-        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        // fd belongs to a live connection task that has not closed it yet (tasks leave the
+        // registry before dropping the socket).
+        super::sys::shutdown(fd, std::net::Shutdown::Both);
     }
     let hard_end = Instant::now() + Duration::from_secs(2);
     while !worker.registry.borrow().is_empty() && Instant::now() < hard_end {

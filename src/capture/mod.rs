@@ -9,8 +9,8 @@
 //! Counters go to stderr every `stats_interval_seconds` and always at exit.
 
 pub mod conn;
-pub mod origdst;
 pub mod registry;
+pub mod sys;
 pub mod worker;
 
 use crate::config::Config;
@@ -42,9 +42,7 @@ pub struct Shared {
 pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     // Block the signals we handle before any thread exists (sinks, metrics, workers), so all of
     // them inherit the mask and only the main thread's sigtimedwait sees them.
-    let sigset = handled_signals();
-    // SAFETY: sigset is a valid, initialized signal set.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &sigset, std::ptr::null_mut()) };
+    let signals = sys::Signals::block();
     // Bad certificate/key files are a bad config: exit 2, naming the file.
     let tls = match cfg
         .tls
@@ -58,11 +56,8 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
             return 2;
         }
     };
-    raise_nofile_limit();
-    // Connection state is allocated and freed at a high rate on the worker threads; glibc would
-    // otherwise trim their heaps and grow them again (an mprotect per cycle, seen in profiles).
-    // SAFETY: mallopt only tunes the allocator; called before any worker thread exists.
-    unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20) };
+    sys::raise_nofile_limit();
+    sys::keep_freed_heap();
 
     let addr = SocketAddr::new(cfg.ip, cfg.port);
     let mut listeners = Vec::with_capacity(cfg.threads);
@@ -143,8 +138,7 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
                         );
                     }
                     shared.shutdown.store(true, Ordering::Release);
-                    // SAFETY: raising a signal at our own process is always sound.
-                    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+                    sys::terminate_self();
                 }
             });
         match spawned {
@@ -165,7 +159,7 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     let mut next_stats = Instant::now() + stats_interval;
     loop {
         let wait = next_stats.saturating_duration_since(Instant::now());
-        match wait_signal(&sigset, wait) {
+        match signals.wait(wait) {
             Some(libc::SIGHUP) => shared.output.request_reopen(),
             Some(_) => break,
             None => {}
@@ -192,7 +186,7 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     output.begin_shutdown(until);
     let mut said_stopping = false;
     while !output.drained() && Instant::now() < until {
-        match wait_signal(&sigset, std::time::Duration::from_millis(50)) {
+        match signals.wait(std::time::Duration::from_millis(50)) {
             Some(libc::SIGHUP) => output.request_reopen(),
             Some(_) if !said_stopping => {
                 said_stopping = true;
@@ -207,44 +201,6 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     output.finish_shutdown(until);
     stats(true);
     if failed { 1 } else { 0 }
-}
-
-fn handled_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialize and fill a stack sigset_t.
-    unsafe {
-        let mut set = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        set
-    }
-}
-
-/// Waits up to `timeout` for one of the blocked signals.
-fn wait_signal(set: &libc::sigset_t, timeout: std::time::Duration) -> Option<libc::c_int> {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: set and ts are valid; the siginfo pointer may be null.
-    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
-    (sig > 0).then_some(sig)
-}
-
-/// Raises the soft RLIMIT_NOFILE to the hard limit: every connection is a descriptor.
-fn raise_nofile_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: lim is a valid rlimit to fill and then pass back.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }
 
 fn print_stats(

@@ -99,9 +99,9 @@ impl Registry {
                 && *s & FIRST_WAIT_DONE == 0
             {
                 *s |= TIMED_OUT | FIRST_WAIT_DONE;
-                // SAFETY: the generation matched, so `id.fd` is still this connection's open
-                // socket (connections leave the registry before they close their fd).
-                unsafe { libc::shutdown(id.fd, libc::SHUT_RD) };
+                // The generation matched, so `id.fd` is still this connection's open socket
+                // (connections leave the registry before they close their fd).
+                super::sys::shutdown(id.fd, std::net::Shutdown::Read);
                 ended += 1;
             }
         }

@@ -1,0 +1,2 @@
+//! Who may connect, and what scanning sources do.
+pub mod admission;

@@ -1,0 +1,195 @@
+//! End-to-end HTTP/2: the real binary in a network namespace, real curl as the client, in
+//! cleartext (h2c with prior knowledge) and in TLS mode (ALPN h2).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Waits until a record on `port` satisfies `found` (or 10 s pass); returns the records on
+/// `port`.
+fn wait_for(sensor: &Sensor, port: u16, found: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let recs = with_dport(&sensor.records(), port);
+        if recs.iter().any(&found) || Instant::now() > deadline {
+            return recs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn the_request<'a>(recs: &'a [Value], path: &str) -> &'a Value {
+    recs.iter()
+        .find(|r| r["url"]["path"] == path)
+        .unwrap_or_else(|| panic!("no record of {path}: {recs:#?}"))
+}
+
+fn curl(ns: &Netns, args: &[&str]) -> String {
+    let mut all = vec!["curl", "-sS", "-m", "5"];
+    all.extend_from_slice(args);
+    String::from_utf8_lossy(&ns.run(&all).stdout).into_owned()
+}
+
+fn curl_h2c_get_and_post_are_answered_and_recorded() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "");
+    let body = curl(
+        &ns,
+        &[
+            "--http2-prior-knowledge",
+            "-A",
+            "h2-test/1.0",
+            "-H",
+            "Accept-Language: en-US,en;q=0.9",
+            "http://127.0.0.1:8081/SECRET?q=1",
+        ],
+    );
+    assert_eq!(body, "127.0.0.1", "the answer is the client's IP");
+    let recs = wait_for(&sensor, 8081, |r| r["url"]["path"] == "/SECRET");
+    let r = the_request(&recs, "/SECRET");
+    assert_eq!(r["network"]["protocol"], "http");
+    assert_eq!(r["http"]["version"], "2");
+    assert_eq!(r["http"]["request"]["method"], "GET");
+    assert_eq!(r["url"]["query"], "q=1");
+    assert_eq!(r["url"]["port"], 8081);
+    assert_eq!(r["user_agent"]["original"], "h2-test/1.0");
+    assert_eq!(
+        r["http"]["request"]["headers"]["accept-language"],
+        "en-US,en;q=0.9"
+    );
+    assert_eq!(r["spip"]["http2"]["stream_id"], 1);
+    assert!(r["event"].get("summary").is_none(), "{r:#?}");
+    let hex = r["event"]["original_payload_hex"].as_str().unwrap();
+    assert!(hex.starts_with("505249202a20485454502f322e30"), "{hex}");
+    #[cfg(feature = "ja4plus")]
+    {
+        let ja4h = r["http"]["request"]["hash"]["ja4h"].as_str().unwrap();
+        assert!(ja4h.starts_with("ge20nn03enus_"), "{ja4h}");
+    }
+
+    // A POST: the body (the client's credentials) is in the record.
+    let body = curl(
+        &ns,
+        &[
+            "--http2-prior-knowledge",
+            "-d",
+            "user=admin&pass=SECRET",
+            "http://127.0.0.1:8082/login",
+        ],
+    );
+    assert_eq!(body, "127.0.0.1");
+    let recs = wait_for(&sensor, 8082, |r| r["url"]["path"] == "/login");
+    let r = the_request(&recs, "/login");
+    assert_eq!(r["http"]["request"]["method"], "POST");
+    assert_eq!(
+        r["http"]["request"]["body"]["content"],
+        "user=admin&pass=SECRET"
+    );
+    assert_eq!(r["http"]["request"]["body"]["bytes"], 22);
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Reads until `n` bytes came or 3 s passed.
+fn read_at_least(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < n && Instant::now() < deadline {
+        if let Ok(k) = s.read(&mut buf) {
+            if k == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..k]);
+        }
+    }
+    got
+}
+
+/// A client that sends its preface and SETTINGS, waits for the server's SETTINGS, and only
+/// then sends its request (curl's HEADERS frame for `/SECRET?q=1`): the request, its second
+/// message, is answered and recorded.
+fn client_waiting_for_our_settings_then_requesting() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "");
+    let (first, second) = ns.within(|| {
+        let mut s = TcpStream::connect("127.0.0.1:8083").unwrap();
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend_from_slice(&unhex("000000040000000000"));
+        s.write_all(&hello).unwrap();
+        // SETTINGS (27 bytes), WINDOW_UPDATE (13), SETTINGS ACK (9).
+        let first = read_at_least(&mut s, 49);
+        let mut request = unhex("000000040100000000");
+        request.extend_from_slice(&unhex(concat!(
+            "00002801050000000182048a63760bdb706fff3b401f86418a089d5c0b8170dc79a7037a87",
+            "1cc5a92c05707f53032a2f2a"
+        )));
+        s.write_all(&request).unwrap();
+        (first, read_at_least(&mut s, 45))
+    });
+    assert_eq!(first.len(), 49, "{first:02x?}");
+    assert_eq!(&first[3..5], &[4, 0], "SETTINGS first: {first:02x?}");
+    assert!(second.ends_with(b"127.0.0.1"), "{second:02x?}");
+    let recs = wait_for(&sensor, 8083, |r| r["url"]["path"] == "/SECRET");
+    let r = the_request(&recs, "/SECRET");
+    assert_eq!(r["url"]["query"], "q=1");
+    assert_eq!(r["user_agent"]["original"], "agent/1.0");
+    assert_eq!(r["spip"]["turn"], 2, "{recs:#?}");
+}
+
+fn curl_tls_h2_request_is_recorded() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let dir = TempDir(temp_dir("h2-cert"));
+    let out = Command::new(bin())
+        .args([
+            "gen-cert",
+            "--out",
+            dir.to_str().unwrap(),
+            "--cn",
+            "h2.test",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let sensor = Sensor::start(&ns, &String::from_utf8(out.stdout).unwrap());
+    let body = curl(
+        &ns,
+        &[
+            "-k",
+            "--http2",
+            "-A",
+            "h2-tls/1.0",
+            "https://127.0.0.1:4444/SECRET/admin.php",
+        ],
+    );
+    assert_eq!(body, "127.0.0.1");
+    let recs = wait_for(&sensor, 4444, |r| r["url"]["path"] == "/SECRET/admin.php");
+    let r = the_request(&recs, "/SECRET/admin.php");
+    assert_eq!(r["tls"]["alpn"], "h2");
+    assert_eq!(r["http"]["version"], "2");
+    assert_eq!(r["url"]["scheme"], "https");
+    assert_eq!(r["user_agent"]["original"], "h2-tls/1.0");
+    let id = &recs[0]["event"]["id"];
+    assert!(recs.iter().all(|x| &x["event"]["id"] == id), "{recs:#?}");
+}
+
+common::test_main! {
+    needs_root: [
+        curl_h2c_get_and_post_are_answered_and_recorded,
+        curl_tls_h2_request_is_recorded,
+        client_waiting_for_our_settings_then_requesting,
+    ],
+    no_root: [],
+}
