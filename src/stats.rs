@@ -23,6 +23,14 @@ pub struct Counters {
     pub accept_errors: AtomicU64,
     /// Live connections now (a gauge).
     pub live: AtomicU64,
+    /// Accepted connections without SYN facts although `save_syn` is on: the kernel kept no
+    /// SYN (it answered with a SYN cookie) or its headers were unreadable.
+    pub syn_not_saved: AtomicU64,
+    /// Connections closed because their source had its fair share of a contended global
+    /// budget (see [`crate::scan::admission`]).
+    pub fair_share_limited: AtomicU64,
+    /// Sources admission forgot because its table was full (a flood of distinct sources).
+    pub admission_evictions: AtomicU64,
     /// UDP datagrams received (`udp = true`).
     pub udp_datagrams: AtomicU64,
     /// UDP datagrams without an original destination (not TPROXY'd: the local address is used).
@@ -61,7 +69,7 @@ impl Counters {
 
     /// Writes the counters as members of the open object.
     pub fn write_fields(&self, w: &mut JsonWriter) {
-        let fields: [(&str, &AtomicU64); 10] = [
+        let fields: [(&str, &AtomicU64); 13] = [
             ("accepted", &self.accepted),
             ("shed_live_cap", &self.shed_live_cap),
             ("rate_limited", &self.rate_limited),
@@ -72,6 +80,9 @@ impl Counters {
             ("empty_connections", &self.empty_connections),
             ("accept_errors", &self.accept_errors),
             ("live", &self.live),
+            ("syn_not_saved", &self.syn_not_saved),
+            ("fair_share_limited", &self.fair_share_limited),
+            ("admission_evictions", &self.admission_evictions),
         ];
         for (k, v) in fields {
             w.u64(k, self.get(v));

@@ -131,6 +131,20 @@ fn parse_and_fingerprint_paths_do_not_allocate() {
     });
     assert_eq!(n, 0, "HTTP path allocated {n} times");
 
+    // A saved SYN (curl over loopback, IPv4): facts, option text and JA4T.
+    let syn: [u8; 60] = [
+        0x45, 0, 0, 0x3c, 0x26, 0xfd, 0x40, 0, 0x40, 6, 0x15, 0xbd, 127, 0, 0, 1, 127, 0, 0, 1,
+        0xa8, 0x86, 0x1f, 0x90, 0x4f, 0x48, 0xcb, 0x29, 0, 0, 0, 0, 0xa0, 0x02, 0xff, 0xd7, 0xfe,
+        0x30, 0, 0, 2, 4, 0xff, 0xd7, 4, 2, 8, 10, 0x85, 0x94, 0xa1, 0x8d, 0, 0, 0, 0, 1, 3, 3, 10,
+    ];
+    let n = allocations(|| {
+        let facts = spip::proto::syn::parse(&syn).expect("syn");
+        std::hint::black_box(facts.options.kinds_text());
+        #[cfg(feature = "ja4plus")]
+        std::hint::black_box(fingerprint::ja4t::ja4t(facts.window, &facts.options));
+    });
+    assert_eq!(n, 0, "SYN path allocated {n} times");
+
     // Datagram responders: parse, answer, record fields. (QUIC is left out: rustls boxes its
     // initial keys.)
     use spip::protocols::TurnFields;

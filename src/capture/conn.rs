@@ -8,9 +8,11 @@
 //! registry ends it at its deadline — and no engine state, which is built once bytes came).
 
 use super::registry::ConnId;
+use super::sys;
 use super::worker::Worker;
 use crate::engine::{Accepted, Connection, PeerClose, RecordOut};
 use crate::output::RecordSink;
+use crate::proto::syn::{self, SynFacts};
 use crate::record::CloseReason;
 use compio::driver::BufferRef;
 use compio::io::{AsyncReadManaged, AsyncWriteExt};
@@ -18,6 +20,7 @@ use compio::net::TcpStream;
 use futures_util::future::{Either, select};
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
@@ -116,9 +119,26 @@ pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr, 
         event_id,
         random,
         started,
+        syn: syn_facts(&worker, &stream),
     };
     Box::pin(drive(worker.clone(), stream, accepted, accepted_at, first)).await;
     worker.connection_closed(id);
+}
+
+/// The client's SYN headers, read once the first wait is over (so an idle connection holds
+/// neither them nor the read buffer); the kernel keeps them until then, even past a reset.
+fn syn_facts(worker: &Worker, stream: &TcpStream) -> Option<SynFacts> {
+    if !worker.shared.cfg.save_syn {
+        return None;
+    }
+    let mut buf = [0u8; sys::SAVED_SYN_MAX];
+    let facts = sys::saved_syn(stream.as_raw_fd(), &mut buf)
+        .and_then(|len| syn::parse(buf.get(..len)?).ok());
+    if facts.is_none() {
+        let counters = &worker.shared.counters;
+        counters.inc(&counters.syn_not_saved);
+    }
+    facts
 }
 
 /// Runs the engine over the socket until it says the connection is over.

@@ -63,7 +63,7 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     let addr = SocketAddr::new(cfg.ip, cfg.port);
     let mut listeners = Vec::with_capacity(cfg.threads);
     for _ in 0..cfg.threads {
-        match worker::bind_listener(addr, cfg.mode == crate::config::Mode::Tproxy) {
+        match worker::bind_listener(addr, cfg.mode == crate::config::Mode::Tproxy, cfg.save_syn) {
             Ok(l) => listeners.push(l),
             Err(e) => {
                 eprintln!("spip: cannot listen on {addr}: {e}");

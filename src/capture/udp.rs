@@ -374,6 +374,7 @@ impl UdpState {
             community_id: community.as_str(),
             started: flow.started,
             transport: Transport::Udp,
+            syn: None,
         };
         let turn = TurnMeta {
             turn: flow.turn,

@@ -142,6 +142,8 @@ pub struct Accepted {
     pub random: u64,
     /// Wall-clock time of the accept; record times are this plus the monotonic time since.
     pub started: SystemTime,
+    /// The client's SYN (TTL, window, options), when the kernel saved it.
+    pub syn: Option<crate::proto::syn::SynFacts>,
 }
 
 /// How the client's side of the connection ended, as the socket layer saw it.
@@ -1026,6 +1028,7 @@ impl Core {
             original_destination: self.accepted.original_destination,
             community_id: self.community_id.as_str(),
             started: self.accepted.started,
+            syn: self.accepted.syn.as_ref(),
             transport: crate::record::Transport::Tcp,
         };
         let turn = TurnMeta {

@@ -1292,6 +1292,13 @@ mod tests {
                 mapped_type(&t, "http.request.headers.x-random-1").as_deref(),
                 Some(flat)
             );
+            for (p, ty) in [
+                ("spip.syn.ttl", "long"),
+                ("spip.syn.options", "keyword"),
+                ("spip.syn.ja4t", "keyword"),
+            ] {
+                assert_eq!(mapped_type(&t, p).as_deref(), Some(ty), "{p} ({flat})");
+            }
             assert_eq!(mapped_type(&t, "source.ip").as_deref(), Some("ip"));
             assert_eq!(mapped_type(&t, "destination.ip").as_deref(), Some("ip"));
             assert_eq!(mapped_type(&t, "@timestamp").as_deref(), Some("date"));
