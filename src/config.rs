@@ -109,6 +109,12 @@ pub struct Config {
 
     pub loom: LoomConfig,
     pub elasticsearch: ElasticConfig,
+    /// Per-source scan summaries: one record per active source every interval.
+    pub scan_summary_interval: Duration,
+    /// Sources the summary table holds; beyond it the least recently seen are evicted.
+    pub scan_summary_max_sources: usize,
+    /// Distinct destination ports in one interval that tag a source `scanner`.
+    pub scan_summary_scanner_ports: u32,
 }
 
 /// How traffic reaches the listener.
@@ -295,6 +301,9 @@ struct RawConfig {
     io_uring_taskrun: Option<String>,
     loom: Option<RawLoom>,
     elasticsearch: Option<RawElastic>,
+    scan_summary_interval_seconds: Option<i64>,
+    scan_summary_max_sources: Option<i64>,
+    scan_summary_scanner_ports: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -681,6 +690,26 @@ impl Config {
             },
             loom: validate_loom(raw.loom.unwrap_or_default())?,
             elasticsearch: validate_elastic(raw.elasticsearch.unwrap_or_default(), &resolve)?,
+            scan_summary_interval: seconds(
+                "scan_summary_interval_seconds",
+                raw.scan_summary_interval_seconds,
+                60,
+                day,
+            )?,
+            scan_summary_max_sources: number(
+                "scan_summary_max_sources",
+                raw.scan_summary_max_sources,
+                16_384,
+                8,
+                1 << 24,
+            )? as usize,
+            scan_summary_scanner_ports: number(
+                "scan_summary_scanner_ports",
+                raw.scan_summary_scanner_ports,
+                25,
+                1,
+                65_536,
+            )? as u32,
         };
         if cfg.read_timeout > cfg.session_timeout {
             return Err(err(
@@ -790,6 +819,18 @@ impl Config {
         );
         line("io_driver", q(&self.io_driver));
         line("io_uring_taskrun", q(&self.io_uring_taskrun));
+        line(
+            "scan_summary_interval_seconds",
+            self.scan_summary_interval.as_secs().to_string(),
+        );
+        line(
+            "scan_summary_max_sources",
+            self.scan_summary_max_sources.to_string(),
+        );
+        line(
+            "scan_summary_scanner_ports",
+            self.scan_summary_scanner_ports.to_string(),
+        );
         line("loom.enabled", self.loom.enabled.to_string());
         if self.loom.enabled {
             line("loom.url", q(&self.loom.url));

@@ -89,6 +89,8 @@ pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr, 
         None => (stream.local_addr().unwrap_or(peer), false),
     };
     let destination = SocketAddr::new(destination.ip().to_canonical(), destination.port());
+    let summaries = &worker.shared.summaries;
+    summaries.accepted(peer.ip(), destination.port(), None, accepted_at);
     let engine = &worker.shared.engine;
     let first = if engine.ports.get(destination.port()).is_some() {
         // A responder is configured for this port (it may greet): the engine starts now.
@@ -132,6 +134,7 @@ async fn drive(
     let engine = &worker.shared.engine;
     let mut records = Records(&worker.sink);
     // Deadlines count from the accept (a first wait that timed out is already past its own).
+    let source_ip = accepted.source.ip();
     let mut conn = Connection::new(engine, accepted, accepted_at);
     let mut out = Vec::new();
     loop {
@@ -186,6 +189,8 @@ async fn drive(
         }
     }
     count_close(&worker, &conn);
+    let summaries = &worker.shared.summaries;
+    summaries.closed(source_ip, conn.received(), Instant::now());
     // Closed by drop; a protocol end or cap gets a plain FIN, which is what a server would do.
     drop(stream);
 }

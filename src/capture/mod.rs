@@ -15,7 +15,8 @@ pub mod worker;
 
 use crate::config::Config;
 use crate::json::JsonWriter;
-use crate::output::Output;
+use crate::output::{Output, RecordSink};
+use crate::scan::summary::{Summaries, SummaryConfig};
 use crate::sinks::metrics::Metrics;
 use crate::stats::Counters;
 use std::io::{self, Write};
@@ -36,6 +37,8 @@ pub struct Shared {
     pub engine: crate::engine::EngineConfig,
     /// Prometheus metrics (`metrics_listen` set): the engine counts closed connections here.
     pub metrics: Option<Arc<Metrics>>,
+    /// Per-source scan summaries, written every `scan_summary_interval_seconds`.
+    pub summaries: Summaries,
 }
 
 /// Runs the sensor until SIGINT/SIGTERM. Returns the process exit code.
@@ -100,7 +103,16 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     };
     let stats_interval = cfg.stats_interval;
     let engine = crate::engine::EngineConfig::new(&cfg, tls);
+    let summaries = Summaries::new(
+        SummaryConfig {
+            max_sources: cfg.scan_summary_max_sources,
+            interval: cfg.scan_summary_interval,
+            scanner_ports: cfg.scan_summary_scanner_ports,
+        },
+        Instant::now(),
+    );
     let shared = Arc::new(Shared {
+        summaries,
         engine,
         cfg,
         counters: counters.clone(),
@@ -157,8 +169,20 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     }
 
     let mut next_stats = Instant::now() + stats_interval;
+    let mut summary_sink = RecordSink::new(output.clone());
     loop {
-        let wait = next_stats.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        if shared.summaries.due(now) {
+            write_summaries(&shared, &mut summary_sink, now);
+        }
+        let wait = next_stats
+            .min(
+                now + shared
+                    .cfg
+                    .scan_summary_interval
+                    .min(std::time::Duration::from_secs(1)),
+            )
+            .saturating_duration_since(now);
         match signals.wait(wait) {
             Some(libc::SIGHUP) => shared.output.request_reopen(),
             Some(_) => break,
@@ -179,6 +203,8 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
         .into_iter()
         .map(|w| w.join().is_err())
         .fold(false, |a, b| a | b);
+    // The last (partial) interval's summaries, before the sinks drain.
+    write_summaries(&shared, &mut summary_sink, Instant::now());
     // Every worker flushed its batch when it ended; now the sinks drain (bounded). Signals stay
     // blocked, so none can end the process: SIGHUP still reopens the log, the rest are noted.
     drop(shared);
@@ -201,6 +227,16 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     output.finish_shutdown(until);
     stats(true);
     if failed { 1 } else { 0 }
+}
+
+/// Writes the interval's scan summaries to the outputs, like connection records.
+fn write_summaries(shared: &Shared, sink: &mut RecordSink, now: Instant) {
+    shared
+        .summaries
+        .write_interval(&shared.cfg.name, now, |line| {
+            sink.push(|buf| buf.extend_from_slice(line));
+        });
+    sink.flush();
 }
 
 fn print_stats(

@@ -1,2 +1,3 @@
 //! Who may connect, and what scanning sources do.
 pub mod admission;
+pub mod summary;
