@@ -115,6 +115,8 @@ pub struct Config {
     pub scan_summary_max_sources: usize,
     /// Distinct destination ports in one interval that tag a source `scanner`.
     pub scan_summary_scanner_ports: u32,
+    /// NFLOG group of the firewall's SYN log (`redirect apply --syn-log`); None = off.
+    pub syn_log_group: Option<u16>,
 }
 
 /// How traffic reaches the listener.
@@ -304,6 +306,7 @@ struct RawConfig {
     scan_summary_interval_seconds: Option<i64>,
     scan_summary_max_sources: Option<i64>,
     scan_summary_scanner_ports: Option<i64>,
+    syn_log_group: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -710,6 +713,10 @@ impl Config {
                 1,
                 65_536,
             )? as u32,
+            syn_log_group: match number("syn_log_group", raw.syn_log_group, 0, 1, 65_535)? {
+                0 => None,
+                g => Some(g as u16),
+            },
         };
         if cfg.read_timeout > cfg.session_timeout {
             return Err(err(
@@ -831,6 +838,7 @@ impl Config {
             "scan_summary_scanner_ports",
             self.scan_summary_scanner_ports.to_string(),
         );
+        line("syn_log_group", self.syn_log_group.unwrap_or(0).to_string());
         line("loom.enabled", self.loom.enabled.to_string());
         if self.loom.enabled {
             line("loom.url", q(&self.loom.url));

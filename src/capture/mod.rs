@@ -10,6 +10,7 @@
 
 pub mod conn;
 pub mod registry;
+pub mod synlog;
 pub mod sys;
 pub mod worker;
 
@@ -101,6 +102,16 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
             Some(m)
         }
     };
+    // The SYN log binds now (it needs CAP_NET_ADMIN, like a transparent listener): a failure
+    // is a startup error, not a silent gap in the counts.
+    let syn_log = match cfg.syn_log_group.map(synlog::open).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("spip: {e}");
+            output.shutdown(Instant::now());
+            return 1;
+        }
+    };
     let stats_interval = cfg.stats_interval;
     let engine = crate::engine::EngineConfig::new(&cfg, tls);
     let summaries = Summaries::new(
@@ -132,6 +143,22 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
         }
     );
 
+    let syn_log = syn_log.and_then(|socket| {
+        let for_reader = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("spip-synlog".into())
+            .spawn(move || {
+                let s = &for_reader;
+                synlog::run(socket, &s.summaries, &s.counters, &s.shutdown)
+            });
+        match spawned {
+            Ok(h) => Some(h),
+            Err(e) => {
+                eprintln!("spip: cannot start the SYN log thread: {e}; SYN-only counts are off");
+                None
+            }
+        }
+    });
     let mut workers = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let for_worker = shared.clone();
@@ -189,6 +216,10 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
             None => {}
         }
         if Instant::now() >= next_stats {
+            let evicted = shared.summaries.evicted();
+            counters
+                .scan_sources_evicted
+                .store(evicted, Ordering::Relaxed);
             stats(false);
             next_stats = Instant::now() + stats_interval;
         }
@@ -203,8 +234,12 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
         .into_iter()
         .map(|w| w.join().is_err())
         .fold(false, |a, b| a | b);
+    if let Some(reader) = syn_log {
+        let _ = reader.join(); // it sees the shutdown flag within its poll interval
+    }
     // The last (partial) interval's summaries, before the sinks drain.
     write_summaries(&shared, &mut summary_sink, Instant::now());
+    let summaries_evicted = shared.summaries.evicted();
     // Every worker flushed its batch when it ended; now the sinks drain (bounded). Signals stay
     // blocked, so none can end the process: SIGHUP still reopens the log, the rest are noted.
     drop(shared);
@@ -225,6 +260,10 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
         }
     }
     output.finish_shutdown(until);
+    let evicted = summaries_evicted;
+    counters
+        .scan_sources_evicted
+        .store(evicted, Ordering::Relaxed);
     stats(true);
     if failed { 1 } else { 0 }
 }
