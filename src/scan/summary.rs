@@ -20,9 +20,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Slots per set: a new source evicts the least-recently-seen of these.
 const WAYS: usize = 8;
-/// HyperLogLog registers (2^8 = 256 bytes; standard error about 6.5%, exact below
+/// HyperLogLog registers (2^9 = 512 bytes; standard error about 4.6%, exact below
 /// [`FIRST_PORTS`] distinct ports).
-const HLL_BITS: u32 = 8;
+const HLL_BITS: u32 = 9;
 const HLL_REGISTERS: usize = 1 << HLL_BITS;
 /// Destination ports kept in the order first seen.
 pub const FIRST_PORTS: usize = 16;
