@@ -109,6 +109,8 @@ pub struct Config {
 
     pub loom: LoomConfig,
     pub elasticsearch: ElasticConfig,
+    /// Write per-source scan summary records (they are kept and reset either way).
+    pub scan_summaries: bool,
     /// Per-source scan summaries: one record per active source every interval.
     pub scan_summary_interval: Duration,
     /// Sources the summary table holds; beyond it the least recently seen are evicted.
@@ -303,6 +305,7 @@ struct RawConfig {
     io_uring_taskrun: Option<String>,
     loom: Option<RawLoom>,
     elasticsearch: Option<RawElastic>,
+    scan_summaries: Option<bool>,
     scan_summary_interval_seconds: Option<i64>,
     scan_summary_max_sources: Option<i64>,
     scan_summary_scanner_ports: Option<i64>,
@@ -693,6 +696,7 @@ impl Config {
             },
             loom: validate_loom(raw.loom.unwrap_or_default())?,
             elasticsearch: validate_elastic(raw.elasticsearch.unwrap_or_default(), &resolve)?,
+            scan_summaries: raw.scan_summaries.unwrap_or(true),
             scan_summary_interval: seconds(
                 "scan_summary_interval_seconds",
                 raw.scan_summary_interval_seconds,
@@ -826,6 +830,7 @@ impl Config {
         );
         line("io_driver", q(&self.io_driver));
         line("io_uring_taskrun", q(&self.io_uring_taskrun));
+        line("scan_summaries", self.scan_summaries.to_string());
         line(
             "scan_summary_interval_seconds",
             self.scan_summary_interval.as_secs().to_string(),

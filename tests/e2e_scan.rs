@@ -9,6 +9,7 @@ mod common;
 
 use common::{Netns, SENSOR_PORT, Sensor, bin};
 use serde_json::Value;
+use socket2::{Domain, Socket, Type};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -64,7 +65,7 @@ fn host_and_peer() -> (Netns, Netns) {
 
 fn start_sensor(host: &Netns, extra: &str) -> Sensor {
     let cfg = format!(
-        "syn_log_group = {SYN_LOG_GROUP}\nscan_summary_interval_seconds = 600\n\
+        "scan_summaries = true\nsyn_log_group = {SYN_LOG_GROUP}\nscan_summary_interval_seconds = 600\n\
          scan_summary_scanner_ports = 25\n{extra}"
     );
     Sensor::start(host, &cfg)
@@ -146,19 +147,31 @@ fn connect_scan_of_10000_ports_is_fully_accounted_despite_the_per_source_limit()
         &host,
         "per_source_rate_per_second = 100\nper_source_burst = 200\n",
     );
-    let connected = peer.within(|| {
+    let (connected, reset) = peer.within(|| {
         let deadline = Instant::now() + Duration::from_secs(120);
-        let mut connected = 0u64;
-        for port in 30_001..=40_000u16 {
-            let addr: SocketAddr = format!("{HOST4}:{port}").parse().unwrap();
-            if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok() {
-                connected += 1;
+        let (mut connected, mut reset) = (0u64, 0u64);
+        for i in 0..10_000u16 {
+            // Each from its own source port, below the ephemeral range: after the REDIRECT all
+            // land on the sensor port, so no two may share a source port while one lingers.
+            let from: SocketAddr = format!("{PEER4}:{}", 2_000 + i).parse().unwrap();
+            let to: SocketAddr = format!("{HOST4}:{}", 30_001 + i).parse().unwrap();
+            let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            socket.bind(&from.into()).unwrap();
+            match socket.connect_timeout(&to.into(), Duration::from_secs(2)) {
+                Ok(()) => connected += 1,
+                // Shed at once (RST right after accept): the reset can beat connect()'s poll.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => reset += 1,
+                Err(e) => panic!("connect {from} -> {to}: {e}"),
             }
             assert!(Instant::now() < deadline, "connect scan took too long");
         }
-        connected
+        (connected, reset)
     });
-    assert_eq!(connected, 10_000);
+    assert_eq!(
+        connected + reset,
+        10_000,
+        "every attempt completed a handshake"
+    );
     std::thread::sleep(Duration::from_millis(500));
     let (summary, connections) = summary_after_stop(&mut sensor, PEER4);
     let scan = &summary["spip"]["scan"];
