@@ -1,6 +1,6 @@
 //! End-to-end scan accounting: a sensor host with `redirect apply --syn-log` and a scanning
 //! peer joined by a veth pair, the real binary, real scanners (nmap, hping3).
-//! - `nmap -sS` (SYN, then RST after our SYN-ACK: never accepted) → one summary record with
+//! - `nmap -sS` (nftables) and `hping3 -S` (iptables) (SYN, then RST after our SYN-ACK: never accepted) → one summary record with
 //!   SYN-only counts and distinct ports, tagged `scanner` and `spoofable`;
 //! - a 10,000-port connect scan from one address with a low per-source limit → every
 //!   connection accounted for in the summary (accepted + shed), none SYN-only.
@@ -37,8 +37,9 @@ fn bare_ns() -> Netns {
     ns
 }
 
-/// Sensor host and scanning peer on a veth pair, the host with spip's rules and SYN log.
-fn host_and_peer() -> (Netns, Netns) {
+/// Sensor host and scanning peer on a veth pair, the host with spip's rules and SYN log
+/// installed by `redirect apply --syn-log` with `backend` (nftables or iptables).
+fn host_and_peer(backend: &str) -> (Netns, Netns) {
     let host = bare_ns();
     let peer = bare_ns();
     host.run(&[
@@ -53,6 +54,8 @@ fn host_and_peer() -> (Netns, Netns) {
         bin(),
         "redirect",
         "apply",
+        "--backend",
+        backend,
         "--exclude-port",
         "22",
         "--port",
@@ -93,7 +96,7 @@ fn tags(v: &Value) -> Vec<&str> {
 }
 
 fn nmap_syn_scan_yields_a_syn_only_summary_tagged_scanner() {
-    let (host, peer) = host_and_peer();
+    let (host, peer) = host_and_peer("nftables");
     let mut sensor = start_sensor(&host, "");
     let out = peer.run(&[
         "nmap",
@@ -121,8 +124,9 @@ fn nmap_syn_scan_yields_a_syn_only_summary_tagged_scanner() {
     assert_eq!(summary["event"]["dataset"], "spip.scan_summary");
 }
 
+/// With the iptables backend (an NFLOG target in spip's nat chain).
 fn hping3_syn_flood_from_one_source_is_counted_syn_only() {
-    let (host, peer) = host_and_peer();
+    let (host, peer) = host_and_peer("iptables");
     let mut sensor = start_sensor(&host, "");
     // 500 SYNs to ports 40000, 40001, ... ; the peer's kernel resets each SYN-ACK.
     let out = peer
@@ -142,7 +146,7 @@ fn hping3_syn_flood_from_one_source_is_counted_syn_only() {
 }
 
 fn connect_scan_of_10000_ports_is_fully_accounted_despite_the_per_source_limit() {
-    let (host, peer) = host_and_peer();
+    let (host, peer) = host_and_peer("nftables");
     let mut sensor = start_sensor(
         &host,
         "per_source_rate_per_second = 100\nper_source_burst = 200\n",
