@@ -8,7 +8,7 @@ use crate::fingerprint::TlsClient;
 use crate::json::JsonWriter;
 use crate::protocols::TurnFields;
 use crate::protocols::tls::{write_tls, write_tls_spip};
-use crate::scan::payload_tags::Tags;
+use crate::scan::payload_tags::write_tags;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -145,10 +145,7 @@ pub fn write_record(
     w.end_object();
 
     if let Some(c) = content {
-        let tags = Tags::of(c.payload);
-        if !tags.is_empty() {
-            w.str_array("tags", tags.names().map(str::as_bytes));
-        }
+        write_tags(&mut w, c.payload);
         if let Some(layer) = &c.tls {
             write_tls(&mut w, layer.client.as_ref(), layer.session);
         }

@@ -3,6 +3,7 @@
 //! One Aho-Corasick pass (ASCII case-insensitive) finds every signature at once, and one
 //! counting pass decides whether the bytes are mostly non-printable; no regex, no allocation.
 
+use crate::json::JsonWriter;
 use aho_corasick::AhoCorasick;
 use std::sync::LazyLock;
 
@@ -154,6 +155,14 @@ impl Tags {
             .into_iter()
             .filter(move |t| self.contains(*t))
             .map(Tag::as_str)
+    }
+}
+
+/// Writes `tags` (ECS: a top-level array of keywords) for `payload`, when it has any.
+pub fn write_tags(w: &mut JsonWriter, payload: &[u8]) {
+    let tags = Tags::of(payload);
+    if !tags.is_empty() {
+        w.str_array("tags", tags.names().map(str::as_bytes));
     }
 }
 
