@@ -66,10 +66,11 @@ fn host_and_peer(backend: &str) -> (Netns, Netns) {
     (host, peer)
 }
 
-fn start_sensor(host: &Netns, extra: &str) -> Sensor {
+/// The sensor with summaries every `interval` seconds and the SYN log on.
+fn start_sensor(host: &Netns, interval: u32, extra: &str) -> Sensor {
     let cfg = format!(
-        "scan_summaries = true\nsyn_log_group = {SYN_LOG_GROUP}\nscan_summary_interval_seconds = 600\n\
-         scan_summary_scanner_ports = 25\n{extra}"
+        "scan_summaries = true\nsyn_log_group = {SYN_LOG_GROUP}\n\
+         scan_summary_interval_seconds = {interval}\nscan_summary_scanner_ports = 25\n{extra}"
     );
     Sensor::start(host, &cfg)
 }
@@ -97,7 +98,7 @@ fn tags(v: &Value) -> Vec<&str> {
 
 fn nmap_syn_scan_yields_a_syn_only_summary_tagged_scanner() {
     let (host, peer) = host_and_peer("nftables");
-    let mut sensor = start_sensor(&host, "");
+    let mut sensor = start_sensor(&host, 600, "");
     let out = peer.run(&[
         "nmap",
         "-sS",
@@ -127,7 +128,8 @@ fn nmap_syn_scan_yields_a_syn_only_summary_tagged_scanner() {
 /// With the iptables backend (an NFLOG target in spip's nat chain).
 fn hping3_syn_flood_from_one_source_is_counted_syn_only() {
     let (host, peer) = host_and_peer("iptables");
-    let mut sensor = start_sensor(&host, "");
+    // One-second intervals: the flood spans several, each summary says its own share.
+    let mut sensor = start_sensor(&host, 1, "");
     // 500 SYNs to ports 40000, 40001, ... ; the peer's kernel resets each SYN-ACK.
     let out = peer
         .cmd(&[
@@ -137,18 +139,38 @@ fn hping3_syn_flood_from_one_source_is_counted_syn_only() {
         .unwrap();
     // hping3 exits 1 when a reply was missing; the counts below are what matter.
     assert!(out.status.code().is_some(), "{out:?}");
-    std::thread::sleep(Duration::from_millis(500));
-    let (summary, connections) = summary_after_stop(&mut sensor, PEER4);
-    assert!(connections.is_empty());
-    let scan = &summary["spip"]["scan"];
-    assert_eq!(scan["syn_only"], 500, "{summary}");
-    assert_eq!(tags(&summary), ["scanner", "spoofable"], "{summary}");
+    // Summaries come every interval, not only at shutdown.
+    let periodic = sensor.wait_records(1, Duration::from_secs(5));
+    assert!(periodic.iter().any(|r| r["event"]["kind"] == "metric"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, stderr) = sensor.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let records = sensor.records();
+    let summaries: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["source"]["ip"] == PEER4 && r["event"]["kind"] == "metric")
+        .collect();
+    assert!(
+        !summaries.is_empty() && summaries.len() == records.len(),
+        "{records:?}"
+    );
+    let total = |key: &str| -> u64 {
+        summaries
+            .iter()
+            .map(|r| r["spip"]["scan"][key].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(total("syn_only"), 500, "{summaries:?}");
+    assert_eq!(total("accepted"), 0);
+    assert!(summaries.iter().all(|r| tags(r).contains(&"spoofable")));
+    assert!(summaries.iter().any(|r| tags(r).contains(&"scanner")));
 }
 
 fn connect_scan_of_10000_ports_is_fully_accounted_despite_the_per_source_limit() {
     let (host, peer) = host_and_peer("nftables");
     let mut sensor = start_sensor(
         &host,
+        600,
         "per_source_rate_per_second = 100\nper_source_burst = 200\n",
     );
     let (connected, reset) = peer.within(|| {

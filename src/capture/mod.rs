@@ -203,12 +203,7 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
             write_summaries(&shared, &mut summary_sink, now);
         }
         let wait = next_stats
-            .min(
-                now + shared
-                    .cfg
-                    .scan_summary_interval
-                    .min(std::time::Duration::from_secs(1)),
-            )
+            .min(shared.summaries.next_due())
             .saturating_duration_since(now);
         match signals.wait(wait) {
             Some(libc::SIGHUP) => shared.output.request_reopen(),

@@ -341,13 +341,18 @@ impl Summaries {
         slot.as_deref_mut()
     }
 
-    /// Whether the current interval is over at `now`.
-    pub fn due(&self, now: Instant) -> bool {
+    /// When the current interval ends.
+    pub fn next_due(&self) -> Instant {
         let start = *self
             .interval_start
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        now.saturating_duration_since(start) >= self.config.interval
+        start + self.config.interval
+    }
+
+    /// Whether the current interval is over at `now`.
+    pub fn due(&self, now: Instant) -> bool {
+        now >= self.next_due()
     }
 
     /// Writes one record per source active in the interval that ends at `now` (each line via
@@ -457,7 +462,8 @@ impl Summaries {
         w.u64("shed", e.shed);
         w.u64("udp", e.udp);
         w.u64("distinct_ports", distinct);
-        let mut ports = Vec::with_capacity(FIRST_PORTS * 6 + 2);
+        w.key_only("first_ports");
+        let ports = w.buf();
         ports.push(b'[');
         for (i, p) in e.first_ports[..usize::from(e.first_ports_len)]
             .iter()
@@ -466,10 +472,9 @@ impl Summaries {
             if i > 0 {
                 ports.push(b',');
             }
-            crate::json::write_u64(&mut ports, u64::from(*p));
+            crate::json::write_u64(ports, u64::from(*p));
         }
         ports.push(b']');
-        w.raw("first_ports", &ports);
         if e.fingerprints_len > 0 {
             let fps = &e.fingerprints[..usize::from(e.fingerprints_len)];
             w.str_array(
