@@ -263,13 +263,16 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     if failed { 1 } else { 0 }
 }
 
-/// Writes the interval's scan summaries to the outputs, like connection records.
+/// Writes the interval's scan summaries to the outputs, like connection records (with
+/// `scan_summaries = false` the interval still ends, so the table keeps only active sources).
 fn write_summaries(shared: &Shared, sink: &mut RecordSink, now: Instant) {
-    shared
-        .summaries
-        .write_interval(&shared.cfg.name, now, |line| {
+    let write = shared.cfg.scan_summaries;
+    let summaries = &shared.summaries;
+    summaries.write_interval(&shared.cfg.name, now, |line| {
+        if write {
             sink.push(|buf| buf.extend_from_slice(line));
-        });
+        }
+    });
     sink.flush();
 }
 
