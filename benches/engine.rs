@@ -24,6 +24,7 @@ fn config() -> EngineConfig {
         log_empty_connections: true,
         ports: PortTable::new([]),
         tls: None,
+        starttls: None,
     }
 }
 

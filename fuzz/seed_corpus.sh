@@ -47,11 +47,25 @@ for i, v in enumerate(json.load(open(os.path.join(vec, "hassh_vectors.json")))["
         put("ssh_kexinit", f"kex{i}", s); put("inspect", f"kex{i}", s)
     else:
         put("ssh_kexinit", f"banner{i}", (v["client_banner"] + "\n").encode())
+ntlm_dir = os.path.join(os.path.dirname(vec.rstrip("/")), "ntlm")
+for name in sorted(os.listdir(ntlm_dir)):
+    if name.endswith(".hex"):
+        put("ntlm", name[:-4], bytes.fromhex(open(os.path.join(ntlm_dir, name)).read().strip()))
 put("config", "minimal", b'name = "sensor-1"\nport = 8080\n')
 put("config", "full", b'name = "s"\nip = "0.0.0.0"\nport = 443\ncert_path = "c.pem"\nkey_path = "k.pem"\n'
     b'log_file = ""\nread_timeout_seconds = 30\ncommunity_id_seed = 1\n\n[loom]\nenabled = true\n'
     b'url = "https://loom.example/ingest"\nsensor_id = "x"\ntoken = "t"\nflush_interval = "10s"\n')
+# db_responders: first byte picks the responder (bit 7: it greets), the second the read size;
+# then a real client's stream (mariadb, psql, redis-cli, an RFB 3.8 viewer, nmap's mongodb probe).
+for name, pick, stream in [
+    ("mysql", 0x80, "41000001" + "8da2bf00" + "00000001" + "21" + "00" * 23 + "5345435245540014" + "fb" * 20 + "73686f7000"),
+    ("postgres", 0x01, "0000000804d2162f000000150003000075736572005345435245540000700000000c68756e7465723200"),
+    ("redis", 0x02, b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\nCONFIG SET dir /tmp\r\n".hex()),
+    ("vnc", 0x83, b"RFB 003.008\n".hex() + "02" + "4d" * 16),
+    ("mongodb", 0x04, "410000003a300000ffffffffd407000000000000746573742e24636d640000000000ffffffff1b000000" "0173657276657253746174757300000000000000f03f00"),
+]:
+    put("db_responders", name, bytes([pick, 7]) + bytes.fromhex(stream))
 PY
-for t in tls_client_hello http_request ssh_kexinit inspect config http2; do
+for t in tls_client_hello http_request ssh_kexinit inspect config http2 db_responders ntlm; do
     echo "$t: $(ls "$here/corpus/$t" | wc -l) seeds"
 done

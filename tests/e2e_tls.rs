@@ -76,6 +76,23 @@ fn s_client(ns: &Netns, args: &[&str], stdin: &[u8]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
+/// ALPN says h2 (the client listed it first), but the client then speaks HTTP/1.1: the bytes
+/// decide, and the request is parsed as HTTP/1.1.
+fn alpn_h2_then_http11_bytes_are_parsed_as_http11() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let (sensor, _dir) = start(&ns, "");
+    let out = s_client(
+        &ns,
+        &["-connect", "127.0.0.1:8444", "-alpn", "h2,http/1.1"],
+        b"GET /SECRET HTTP/1.1\r\nHost: x\r\nUser-Agent: s_client\r\nConnection: close\r\n\r\n",
+    );
+    assert!(out.contains("HTTP/1.1 200 OK"), "{out}");
+    let recs = records_on(&sensor, 8444, 2);
+    assert_eq!(recs[1]["tls"]["alpn"], "h2", "{recs:#?}");
+    assert_eq!(recs[1]["url"]["path"], "/SECRET", "{recs:#?}");
+    assert_eq!(recs[1]["user_agent"]["original"], "s_client");
+}
+
 fn openssl_sni_alpn_http11_is_decrypted_and_recorded() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let (sensor, _dir) = start(&ns, "");
@@ -525,6 +542,7 @@ fn rsa_second_certificate_for_rsa_only_clients() {
 common::test_main! {
     needs_root: [
         openssl_sni_alpn_http11_is_decrypted_and_recorded,
+        alpn_h2_then_http11_bytes_are_parsed_as_http11,
         curl_http11_and_http2,
         python_client_certificate_is_recorded,
         tls10_client_fails_but_is_fingerprinted,

@@ -4,6 +4,10 @@
 #   sudo benches/flood/run.sh [COUNT] [HOLD]      (defaults: 20000 connections, 5000 held)
 #   sudo TLS=1 benches/flood/run.sh               (adds the TLS section, TLS_COUNT connections)
 #   sudo TLS=only benches/flood/run.sh            (the TLS section alone)
+#   sudo SOURCES=16 benches/flood/run.sh          (all connections from 16 source addresses)
+#   sudo VARIANTS="defer off poll" benches/flood/run.sh
+#                                                 (spip's io setups besides the default, same run:
+#                                                 io_uring_taskrun = defer|off, or io_driver = poll)
 #
 # TLS section: full TLS 1.3 handshake + one GET per connection (loadgen --mode tls), spip in
 # TLS mode against two baselines: a minimal blocking rustls server (flood_tls_baseline, the
@@ -23,6 +27,8 @@ PORT=8080
 CONC=${CONC:-16}
 TLS=${TLS:-0}
 TLS_COUNT=${TLS_COUNT:-3000}
+SOURCES=${SOURCES:-65000}
+VARIANTS=${VARIANTS:-defer off poll}
 [ "$(id -u)" = 0 ] || { echo "run.sh: needs root (network namespace, iptables)" >&2; exit 2; }
 
 cargo build --release -q --offline --bin spip-agent --example flood_loadgen --example flood_baseline \
@@ -71,6 +77,8 @@ EOF
 start_sensor() { # name
     if [ "${1%-loom}" = spip ]; then
         ip netns exec "$NS" "$BIN/spip-agent" --config "$WORK/spip.toml" 2>"$WORK/spip.err" &
+    elif [ "${1#spip-}" != "$1" ] && [ -f "$WORK/$1.toml" ]; then
+        ip netns exec "$NS" "$BIN/spip-agent" --config "$WORK/$1.toml" 2>"$WORK/$1.err" &
     elif [ "$1" = spip-tls ]; then
         ip netns exec "$NS" "$BIN/spip-agent" --config "$WORK/spip-tls.toml" 2>"$WORK/spip-tls.err" &
     elif [ "$1" = rustls ]; then
@@ -101,7 +109,8 @@ flood() { # sensor mode
     sleep 0.5
     before=$(cpu_ticks "$SENSOR_PID")
     wbefore=$(worker_ticks "$SENSOR_PID")
-    out=$(ip netns exec "$NS" "$BIN/examples/flood_loadgen" --mode "$mode" --count "${FLOOD_COUNT:-$COUNT}" --concurrency "$CONC")
+    out=$(ip netns exec "$NS" "$BIN/examples/flood_loadgen" --mode "$mode" --count "${FLOOD_COUNT:-$COUNT}" \
+        --concurrency "$CONC" --sources "$SOURCES")
     sleep 1.5 # let the sensor finish the last connections and flush
     after=$(cpu_ticks "$SENSOR_PID")
     wafter=$(worker_ticks "$SENSOR_PID")
@@ -185,16 +194,27 @@ if [ "$TLS" = only ]; then
     exit 0
 fi
 
-for sensor in baseline spip; do
+for v in $VARIANTS; do
+    case $v in
+        poll) line='io_driver = "poll"' ;;
+        *) line="io_uring_taskrun = \"$v\"" ;;
+    esac
+    { cat "$WORK/spip.toml"; echo "$line"; } > "$WORK/spip-$v.toml"
+done
+spip_variants=$(for v in $VARIANTS; do printf 'spip-%s ' "$v"; done)
+for sensor in baseline spip $spip_variants; do
     start_sensor $sensor
     # Hold first, on a fresh process (after a warm-up that initializes the buffer pools):
     # memory freed by a flood would otherwise be reused and hide the per-connection cost.
     ip netns exec "$NS" "$BIN/examples/flood_loadgen" --mode payload --count 500 --concurrency 4 >/dev/null
     sleep 0.5
-    hold $sensor
+    if [ "$sensor" = baseline ] || [ "$sensor" = spip ]; then hold $sensor; fi
     flood $sensor empty
     flood $sensor payload
     stop_sensor
+    # Only the default spip's records count for the loss check below.
+    [ "$sensor" = spip ] && cp "$WORK/records.jsonl" "$WORK/records-spip.jsonl"
+    rm -f "$WORK/records.jsonl"
 done
 
 # Loom on: the same payload flood, records also POSTed to a local Loom stand-in.
@@ -206,7 +226,7 @@ sleep 0.5
 cp "$WORK/spip.toml" "$WORK/spip-noloom.toml"
 printf '[loom]\nenabled = true\nurl = "http://127.0.0.1:%s/ingest"\nsensor_id = "bench"\ntoken = "bench"\nbatch_size = 500\nflush_interval = "1s"\n' \
     $LOOM_PORT >> "$WORK/spip.toml"
-main_total=$(lines "$WORK/records.jsonl")
+main_total=$(lines "$WORK/records-spip.jsonl")
 rm -f "$WORK/records.jsonl"
 start_sensor spip-loom
 flood spip-loom payload
@@ -216,15 +236,18 @@ kill $LOOM_PID 2>/dev/null || true
 cp "$WORK/spip-noloom.toml" "$WORK/spip.toml"
 shipped=$(cat "$WORK/loom.count" 2>/dev/null || echo 0)
 
-printf '\n%-9s %-8s %12s %10s %12s %12s\n' sensor mode "cpu_us/conn" "conns/s" completed records
+printf '\n%-11s %-8s %12s %10s %12s %12s\n' sensor mode "cpu_us/conn" "conns/s" completed records
+echo "(sources: $SOURCES; spip = io_uring with the default io_uring_taskrun)"
 for mode in empty payload; do
-    for sensor in baseline spip; do
+    for sensor in baseline spip $spip_variants; do
         rec=${RESULT[$sensor,$mode,records]}; [ $sensor = baseline ] && rec=-
-        printf '%-9s %-8s %12s %10s %12s %12s\n' $sensor $mode "${RESULT[$sensor,$mode,us]}" \
+        printf '%-11s %-8s %12s %10s %12s %12s\n' $sensor $mode "${RESULT[$sensor,$mode,us]}" \
             "${RESULT[$sensor,$mode,cps]}" "${RESULT[$sensor,$mode,completed]}" "$rec"
     done
-    awk -v s="${RESULT[spip,$mode,us]}" -v b="${RESULT[baseline,$mode,us]}" -v m=$mode \
-        'BEGIN { printf "ratio    %-8s %12.2fx\n", m, s / b }'
+    for sensor in spip $spip_variants; do
+        awk -v s="${RESULT[$sensor,$mode,us]}" -v b="${RESULT[baseline,$mode,us]}" -v m=$mode -v k=$sensor \
+            'BEGIN { printf "ratio %-11s %-8s %6.2fx vs baseline\n", k, m, s / b }'
+    done
 done
 for sensor in baseline spip; do
     printf '%-9s hold     %s bytes RSS per idle connection (%s held)\n' $sensor \

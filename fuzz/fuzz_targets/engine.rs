@@ -16,6 +16,8 @@ const PAYLOAD_CAP: usize = 16 * 1024;
 
 fn config(tls: bool) -> EngineConfig {
     static TLS: OnceLock<TlsConfigs> = OnceLock::new();
+    let certificate =
+        || TLS.get_or_init(|| TlsConfigs::self_signed("fuzz").expect("self-signed certificate")).clone();
     EngineConfig {
         sensor_name: "fuzz".into(),
         community_id_seed: 0,
@@ -29,10 +31,8 @@ fn config(tls: bool) -> EngineConfig {
         max_record_bytes: MAX_RECORD_BYTES,
         log_empty_connections: true,
         ports: PortTable::new([]),
-        tls: tls.then(|| {
-            TLS.get_or_init(|| TlsConfigs::self_signed("fuzz").expect("self-signed certificate"))
-                .clone()
-        }),
+        tls: tls.then(certificate),
+        starttls: Some(certificate()),
     }
 }
 

@@ -18,6 +18,7 @@
 pub mod tls;
 
 use crate::fingerprint::community_id::community_id_v1;
+use crate::proto::tls::{HelloFramer, HelloStatus};
 use crate::protocols::{self, Active, Context, Detected, Framing, Responder, Settings, Visitor};
 use crate::record::{CloseReason, ConnMeta, Content, TlsLayer, TurnMeta, write_record};
 use std::net::SocketAddr;
@@ -47,6 +48,9 @@ pub struct EngineConfig {
     pub ports: PortTable,
     /// TLS mode (cert + key configured).
     pub tls: Option<TlsConfigs>,
+    /// For responders that start TLS themselves (RDP's NLA): the configured certificate, or
+    /// a self-signed one made at start.
+    pub starttls: Option<TlsConfigs>,
 }
 
 impl EngineConfig {
@@ -68,6 +72,9 @@ impl EngineConfig {
             max_record_bytes: cfg.max_record_bytes_per_connection,
             log_empty_connections: cfg.log_empty_connections,
             ports: PortTable::new(cfg.ports.iter().map(|(p, n)| (*p, n.as_str()))),
+            starttls: tls
+                .clone()
+                .or_else(|| TlsConfigs::self_signed(&cfg.banner_hostname).ok()),
             tls,
         }
     }
@@ -171,6 +178,12 @@ enum App {
         greeted: bool,
     },
     Talking(Active),
+    /// The responder asked for TLS (`After::StartTls`): the client's next bytes are a
+    /// ClientHello; after the handshake `resume` goes on over the decrypted bytes.
+    AwaitingHello {
+        resume: Active,
+        hello: HelloFramer,
+    },
     /// The record budget is spent: everything else goes into one final record.
     Overflow,
 }
@@ -180,6 +193,8 @@ struct TlsConn {
     session: TlsSession,
     layer: TlsFacts,
     app: App,
+    /// The responder that asked for TLS, to go on with once the handshake is done.
+    resume: Option<Active>,
     /// Scratch: decrypted bytes of one read, and our plaintext answers before encryption.
     plain: Vec<u8>,
     plain_out: Vec<u8>,
@@ -412,7 +427,20 @@ impl Connection {
         now: Instant,
         out: &mut impl RecordOut,
     ) {
-        let Some(configs) = cfg.tls.as_ref() else {
+        let resume = match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Plain(App::AwaitingHello { resume, .. }) => Some(resume),
+            other => {
+                self.phase = other;
+                None
+            }
+        };
+        let configs = match &resume {
+            Some(_) => cfg.starttls.as_ref(),
+            None => cfg.tls.as_ref(),
+        };
+        let Some(configs) = configs else {
+            self.core.close = Some(CloseReason::TlsError);
+            self.phase = Phase::Closed;
             return;
         };
         let pending = std::mem::take(&mut self.pending);
@@ -432,6 +460,7 @@ impl Connection {
                     session,
                     layer: facts,
                     app: App::Overflow, // replaced once the handshake is done
+                    resume,
                     plain: Vec::new(),
                     plain_out: Vec::new(),
                 });
@@ -492,10 +521,12 @@ impl Connection {
                 );
             }
             Phase::Plain(mut app) => {
-                if cfg.tls.is_some()
-                    && pending.first() == Some(&0x16)
-                    && matches!(&app, App::Talking(Active::Tls(_)) | App::Detecting { .. })
-                {
+                let tls_hello_due = match &app {
+                    App::AwaitingHello { .. } => true,
+                    App::Talking(Active::Tls(_)) | App::Detecting { .. } => cfg.tls.is_some(),
+                    _ => false,
+                };
+                if tls_hello_due && pending.first() == Some(&0x16) {
                     // TLS mode, but the ClientHello never completed.
                     let info = TlsInfo::failed(match reason {
                         CloseReason::HandshakeTimeout => {
@@ -584,7 +615,10 @@ impl Core {
             let fallback = alpn_responder
                 .filter(|name| protocols::NAMES.contains(name))
                 .or_else(|| cfg.ports.get(self.accepted.destination.port()));
-            tls.app = start_app(&self.context(cfg), fallback, &mut tls.plain_out);
+            tls.app = match tls.resume.take() {
+                Some(r) => App::Talking(r),
+                None => start_app(&self.context(cfg), fallback, &mut tls.plain_out),
+            };
         }
         if tls.layer.info.is_some() && !plain.is_empty() {
             self.input(
@@ -637,6 +671,10 @@ impl Core {
             pending.extend_from_slice(data);
             return None;
         }
+        if let App::AwaitingHello { hello, .. } = app {
+            pending.extend_from_slice(data);
+            return hello_end(hello, pending);
+        }
         let new_from = self.scanned;
         pending.extend_from_slice(data);
         self.pause_at = None;
@@ -662,7 +700,10 @@ impl Core {
             return true;
         };
         let ctx = self.context(cfg);
-        let chosen = match Active::detect(first, &ctx, *greeted) {
+        // The port's own responder keeps the connection unless the bytes are unmistakably
+        // another protocol's (nmap's RDP probe on 445 is SMB's to answer, as Windows would).
+        let only_unmistakable = *greeted || port.is_some();
+        let chosen = match Active::detect(first, &ctx, only_unmistakable) {
             Detected::Found(r) => r,
             Detected::Undecided if !at_pause && first.len() < DETECT_MAX => return false,
             Detected::Undecided | Detected::Nothing => match port.take() {
@@ -743,6 +784,12 @@ impl Core {
             }
         }
         pending.drain(..used);
+        if let App::AwaitingHello { hello, .. } = app
+            && !pending.is_empty()
+        {
+            // The ClientHello came right behind the turn that asked for TLS.
+            tls_hello = hello_end(hello, pending);
+        }
         if self.close.is_some() && !pending.is_empty() {
             // The responder hung up with bytes still unread: they were accepted, so record
             // them too.
@@ -783,9 +830,18 @@ impl Core {
             out,
             tx,
         };
-        let after = responder.visit(&mut record);
-        if after == protocols::After::Close {
-            self.close = Some(CloseReason::Protocol);
+        match responder.visit(&mut record) {
+            protocols::After::KeepOpen => {}
+            protocols::After::Close => self.close = Some(CloseReason::Protocol),
+            protocols::After::StartTls => {
+                if let App::Talking(resume) = std::mem::replace(app, App::Overflow) {
+                    *app = App::AwaitingHello {
+                        resume,
+                        hello: HelloFramer::default(),
+                    };
+                    self.handshake_deadline = Some(now + cfg.handshake_timeout);
+                }
+            }
         }
     }
 
@@ -865,6 +921,23 @@ impl Core {
                     turn,
                     false,
                     true,
+                    Some(reason),
+                    now,
+                    out,
+                );
+            }
+            App::AwaitingHello { .. } => {
+                let content = Content {
+                    payload: pending,
+                    fields: &protocols::raw::RawTurn,
+                    tls: tls.map(TlsFacts::layer),
+                };
+                self.write(
+                    cfg,
+                    Some(&content),
+                    turn,
+                    true,
+                    false,
                     Some(reason),
                     now,
                     out,
@@ -970,6 +1043,16 @@ impl Core {
         });
         self.records += 1;
         self.record_bytes += size;
+    }
+}
+
+/// Where a ClientHello that a responder's `StartTls` awaits ends in `pending`, once known
+/// (a broken one goes to rustls as it is, which fails it with an alert).
+fn hello_end(hello: &mut HelloFramer, pending: &[u8]) -> Option<usize> {
+    match hello.status(pending) {
+        HelloStatus::Complete { records_len, .. } => Some(records_len),
+        HelloStatus::Incomplete => None,
+        HelloStatus::Invalid => Some(pending.len()),
     }
 }
 

@@ -18,6 +18,7 @@ use crate::json::JsonWriter;
 use std::net::SocketAddr;
 
 mod line;
+pub mod ntlm;
 #[cfg(test)]
 pub mod testing;
 
@@ -40,6 +41,10 @@ pub enum After {
     KeepOpen,
     /// The conversation is over (like the real service hanging up): close after sending.
     Close,
+    /// Start TLS after sending (RDP's NLA, STARTTLS): the client's next bytes are a
+    /// ClientHello; the engine terminates TLS (with the configured certificate, or a
+    /// self-signed one) and the same responder goes on over the decrypted bytes.
+    StartTls,
 }
 
 /// What a client's first bytes say about a protocol where the client speaks first.
@@ -106,9 +111,10 @@ pub trait Responder: Sized {
     /// Ports where this responder answers by default (the port table's defaults). A server
     /// that speaks first greets at accept on these ports.
     const DEFAULT_PORTS: &'static [u16] = &[];
-    /// Whether a `detect` match takes a connection from a responder that greeted first (the
-    /// port table's). Only for signatures no client of another protocol sends (a TLS record,
-    /// `SSH-`, an HTTP request line): an SMTP client answering our `220` must stay with SMTP.
+    /// Whether a `detect` match takes a connection from the port table's responder (which may
+    /// have greeted). Only for signatures no client of another protocol sends (a TLS record,
+    /// `SSH-`, an HTTP request line): an SMTP client answering our `220` stays with SMTP, and
+    /// an RDP probe on port 445 is SMB's to answer.
     const OVERRIDES_GREETING: bool = false;
     /// One turn's parsed view, borrowed from the turn's bytes.
     type Turn<'a>: TurnFields;
@@ -196,12 +202,12 @@ macro_rules! registry {
                 None
             }
 
-            /// The first responder whose `detect` matches `first`; after a greeting
-            /// (`greeted`), only those that may take a connection from the greeter.
-            pub fn detect(first: &[u8], ctx: &Context<'_>, greeted: bool) -> Detected {
+            /// The first responder whose `detect` matches `first`; with `only_unmistakable`
+            /// (the port has its own responder), only those that may take a connection from it.
+            pub fn detect(first: &[u8], ctx: &Context<'_>, only_unmistakable: bool) -> Detected {
                 let mut undecided = false;
                 $(match <$module::$ty as Responder>::detect(first) {
-                    _ if greeted && !<$module::$ty as Responder>::OVERRIDES_GREETING => {}
+                    _ if only_unmistakable && !<$module::$ty as Responder>::OVERRIDES_GREETING => {}
                     Detection::Match => {
                         return Detected::Found(Active::$variant(<$module::$ty as Responder>::new(ctx)))
                     }
@@ -245,11 +251,20 @@ registry! {
     Ssh => ssh::Ssh,
     Http2 => http2::Http2,
     Http1 => http1::Http1,
+    Smb => smb::Smb,
+    Mssql => mssql::Mssql,
+    Rdp => rdp::Rdp,
+    Postgres => postgres::Postgres,
+    Mongodb => mongodb::Mongodb,
+    Redis => redis::Redis,
     Ftp => ftp::Ftp,
     Pop3 => pop3::Pop3,
     Imap => imap::Imap,
     Smtp => smtp::Smtp,
     Telnet => telnet::Telnet,
+    // Server speaks first: chosen by port, never detected.
+    Mysql => mysql::Mysql,
+    Vnc => vnc::Vnc,
     Raw => raw::Raw,
 }
 
