@@ -193,7 +193,8 @@ pub fn open(group: u16) -> Result<Socket, SynLogError> {
         Some(Protocol::from(libc::NETLINK_NETFILTER)),
     )
     .map_err(|e| fail("netlink socket", e))?;
-    // A bigger queue rides out bursts; the forced size needs CAP_NET_ADMIN, which we have.
+    // A bigger queue rides out bursts (the kernel caps it at net.core.rmem_max); what still
+    // overflows is counted (ENOBUFS below).
     if socket.set_recv_buffer_size(SOCKET_BUFFER).is_err() {
         eprintln!("spip: syn log: cannot enlarge the netlink receive buffer");
     }
