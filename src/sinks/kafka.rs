@@ -430,6 +430,7 @@ mod tests {
                 original_destination: true,
                 community_id: "1:abc=",
                 started: UNIX_EPOCH,
+                syn: None,
             };
             let turn = TurnMeta {
                 turn: 0,
