@@ -113,6 +113,16 @@ pub struct Config {
     /// getsockopt per connection under extreme SYN rates.
     pub save_syn: bool,
     pub kafka: KafkaConfig,
+    /// Write per-source scan summary records (they are kept and reset either way).
+    pub scan_summaries: bool,
+    /// Per-source scan summaries: one record per active source every interval.
+    pub scan_summary_interval: Duration,
+    /// Sources the summary table holds; beyond it the least recently seen are evicted.
+    pub scan_summary_max_sources: usize,
+    /// Distinct destination ports in one interval that tag a source `scanner`.
+    pub scan_summary_scanner_ports: u32,
+    /// NFLOG group of the firewall's SYN log (`redirect apply --syn-log`); None = off.
+    pub syn_log_group: Option<u16>,
     /// UDP on every port via TPROXY (`udp = true`).
     pub udp: UdpConfig,
 }
@@ -317,6 +327,11 @@ struct RawConfig {
     elasticsearch: Option<RawElastic>,
     save_syn: Option<bool>,
     kafka: Option<RawKafka>,
+    scan_summaries: Option<bool>,
+    scan_summary_interval_seconds: Option<i64>,
+    scan_summary_max_sources: Option<i64>,
+    scan_summary_scanner_ports: Option<i64>,
+    syn_log_group: Option<i64>,
     udp: Option<bool>,
     udp_flow_idle_seconds: Option<i64>,
     udp_reply_bytes_per_second: Option<i64>,
@@ -727,6 +742,31 @@ impl Config {
                     u32::MAX as i64,
                 )? as u32,
             },
+            scan_summaries: raw.scan_summaries.unwrap_or(true),
+            scan_summary_interval: seconds(
+                "scan_summary_interval_seconds",
+                raw.scan_summary_interval_seconds,
+                60,
+                day,
+            )?,
+            scan_summary_max_sources: number(
+                "scan_summary_max_sources",
+                raw.scan_summary_max_sources,
+                16_384,
+                8,
+                1 << 24,
+            )? as usize,
+            scan_summary_scanner_ports: number(
+                "scan_summary_scanner_ports",
+                raw.scan_summary_scanner_ports,
+                25,
+                1,
+                65_536,
+            )? as u32,
+            syn_log_group: match number("syn_log_group", raw.syn_log_group, 0, 1, 65_535)? {
+                0 => None,
+                g => Some(g as u16),
+            },
         };
         if cfg.read_timeout > cfg.session_timeout {
             return Err(err(
@@ -837,6 +877,20 @@ impl Config {
         line("io_driver", q(&self.io_driver));
         line("io_uring_taskrun", q(&self.io_uring_taskrun));
         line("save_syn", self.save_syn.to_string());
+        line("scan_summaries", self.scan_summaries.to_string());
+        line(
+            "scan_summary_interval_seconds",
+            self.scan_summary_interval.as_secs().to_string(),
+        );
+        line(
+            "scan_summary_max_sources",
+            self.scan_summary_max_sources.to_string(),
+        );
+        line(
+            "scan_summary_scanner_ports",
+            self.scan_summary_scanner_ports.to_string(),
+        );
+        line("syn_log_group", self.syn_log_group.unwrap_or(0).to_string());
         line("udp", self.udp.enabled.to_string());
         line(
             "udp_flow_idle_seconds",

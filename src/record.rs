@@ -9,6 +9,7 @@ use crate::json::JsonWriter;
 use crate::proto::syn::SynFacts;
 use crate::protocols::TurnFields;
 use crate::protocols::tls::{write_tls, write_tls_spip};
+use crate::scan::payload_tags::write_tags;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -165,6 +166,7 @@ pub fn write_record(
     w.end_object();
 
     if let Some(c) = content {
+        write_tags(&mut w, c.payload);
         if let Some(layer) = &c.tls {
             write_tls(&mut w, layer.client.as_ref(), layer.session);
         }
@@ -476,6 +478,29 @@ mod tests {
         assert_eq!(v["network"]["community_id"], "1:abc=");
         assert_eq!(v["spip"]["close_reason"], "eof");
         assert!(v["@timestamp"].as_str().unwrap().ends_with('Z'));
+        assert!(v.get("tags").is_none());
+    }
+
+    #[test]
+    fn payload_tags_are_ecs_tags() {
+        let conn = meta("00000000-0000-4000-8000-000000000000");
+        let turn = TurnMeta {
+            turn: 1,
+            at: conn.started,
+            client_bytes: 30,
+            truncated: false,
+            close_reason: None,
+            budget_exhausted: false,
+        };
+        let content = Content {
+            payload: b"GET /${jndi:ldap://x} HTTP/1.0\r\n\r\n",
+            fields: &RawTurn,
+            tls: None,
+        };
+        let mut out = Vec::new();
+        write_record(&mut out, &conn, &turn, Some(&content));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["tags"], serde_json::json!(["log4shell"]));
     }
 
     #[test]

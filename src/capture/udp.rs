@@ -192,12 +192,17 @@ pub async fn serve(worker: Rc<Worker>, socket: std::net::UdpSocket) {
                     community_id_seed: worker.shared.cfg.community_id_seed,
                 };
                 record.clear();
+                let now = Instant::now();
+                // Every datagram counts in its source's scan summary, recorded or not.
+                let dport = rx.original.or(rx.local).map_or(0, |a| a.port());
+                let source = rx.from.ip().to_canonical();
+                worker.shared.summaries.udp(source, dport, now);
                 state.datagram(
                     &rx,
                     &who,
                     &mut worker.ids.borrow_mut(),
                     &worker.shared.counters,
-                    Instant::now(),
+                    now,
                     SystemTime::now(),
                     send_from,
                     &mut record,

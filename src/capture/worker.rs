@@ -283,6 +283,12 @@ fn admit(worker: &Rc<Worker>, stream: TcpStream) {
     };
     let refuse = |counter: &std::sync::atomic::AtomicU64| {
         counters.inc(counter);
+        // Shed connections still count in their source's scan summary, at the port dialled.
+        let dport = super::sys::original_destination(&stream, peer.is_ipv4())
+            .or_else(|| stream.local_addr().ok())
+            .map_or(0, |d| d.port());
+        let summaries = &worker.shared.summaries;
+        summaries.shed(peer.ip(), dport, Instant::now());
         // Linger 0: RST, no TIME_WAIT, nothing kept for a connection we will not serve.
         let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     };
