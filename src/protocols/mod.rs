@@ -17,6 +17,7 @@
 use crate::json::JsonWriter;
 use std::net::SocketAddr;
 
+pub mod der;
 mod line;
 pub mod ntlm;
 #[cfg(test)]
