@@ -175,10 +175,10 @@ pub fn write_header(out: &mut Vec<u8>, tag: u8, content_len: usize) {
     out.push(tag);
     let octets = len_octets(content_len);
     if octets == 1 {
-        out.push(content_len as u8); // ok: below 0x80
+        out.push(content_len as u8); // below 0x80: fits
         return;
     }
-    out.push(0x80 | (octets - 1) as u8); // ok: at most 8 length octets
+    out.push(0x80 | (octets - 1) as u8); // at most 8 length octets
     let be = content_len.to_be_bytes();
     out.extend_from_slice(&be[be.len() - (octets - 1)..]);
 }
