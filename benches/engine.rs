@@ -38,6 +38,7 @@ fn connection(cfg: &EngineConfig, port: u16, segments: &[&[u8]], out: &mut Vec<u
         event_id: spip::record::EventId([b'0'; 36]),
         random: 1,
         started: SystemTime::UNIX_EPOCH,
+        syn: None,
     };
     let mut conn = Connection::new(cfg, accepted, t0);
     let mut now = t0;

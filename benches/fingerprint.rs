@@ -117,6 +117,21 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    // A saved SYN (macOS-like options with EOL padding): the per-connection parse, and JA4T.
+    let syn = unhex(
+        "4500004000004000400600007f0000017f000001d4311f900000000100000000b002ffff00000000\
+         020405b4010303060101080a000000010000000004020000",
+    );
+    c.bench_function("syn_macos/parse", |b| {
+        b.iter(|| black_box(spip::proto::syn::parse(black_box(&syn))))
+    });
+    #[cfg(feature = "ja4plus")]
+    c.bench_function("syn_macos/parse+ja4t", |b| {
+        b.iter(|| {
+            let f = spip::proto::syn::parse(black_box(&syn)).unwrap();
+            black_box(fingerprint::ja4t::ja4t(f.window, &f.options))
+        })
+    });
 }
 
 criterion_group!(fp, benches);

@@ -70,7 +70,13 @@ for name, pick, stream in [
     ("mongodb", 0x04, "410000003a300000ffffffffd407000000000000746573742e24636d640000000000ffffffff1b000000" "0173657276657253746174757300000000000000f03f00"),
 ]:
     put("db_responders", name, bytes([pick, 7]) + bytes.fromhex(stream))
+# SYNs: a minimal IPv4 header + TCP header around each vector's options (padded to 4 bytes).
+for i, v in enumerate(json.load(open(os.path.join(vec, "ja4t_vectors.json")))["vectors"]):
+    opts = bytes.fromhex(v["syn_tcp_options_hex"]); opts += bytes(-len(opts) % 4)
+    tcp = struct.pack(">HHIIBBHHH", 40000, 80, 1, 0, (5 + len(opts) // 4) << 4, 2, v["syn_window"], 0, 0) + opts
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, bytes(4), bytes(4))
+    put("syn", f"syn{i}", ip + tcp)
 PY
-for t in tls_client_hello http_request ssh_kexinit inspect config http2 db_responders ntlm credssp; do
+for t in tls_client_hello http_request ssh_kexinit inspect config http2 db_responders ntlm syn credssp; do
     echo "$t: $(ls "$here/corpus/$t" | wc -l) seeds"
 done

@@ -59,6 +59,11 @@ enum Command {
         /// The sensor port (default: `port` from --config).
         #[arg(long)]
         port: Option<u16>,
+        /// Also log each new connection's SYN to this NFLOG group (default 7) before the
+        /// redirect, for SYN-only scan counts; the sensor reads it with `syn_log_group`.
+        #[arg(long, value_name = "GROUP", num_args = 0..=1,
+              default_missing_value = "7")]
+        syn_log: Option<u16>,
     },
     /// First-run helper: asks a few questions (or takes flags) and writes a validated config.
     Setup(crate::ops::setup::Flags),
@@ -124,14 +129,19 @@ pub fn main() -> i32 {
             dry_run,
             tproxy,
             port,
+            syn_log,
         }) => redirect(
             &cli.config,
             action,
-            exclude_port,
             backend,
             dry_run,
-            tproxy,
             port,
+            crate::ops::redirect::Rules {
+                port: 0, // from --port or the config, below
+                exclude: exclude_port,
+                tproxy,
+                syn_log,
+            },
         ),
         Some(Command::Setup(flags)) => crate::ops::setup::run(&flags),
         Some(Command::GenCert { out, cn }) => gen_cert(&out, &cn),
@@ -187,11 +197,10 @@ fn run(path: &std::path::Path, check: bool) -> i32 {
 fn redirect(
     config: &std::path::Path,
     action: RedirectAction,
-    exclude: Vec<u16>,
     backend: BackendArg,
     dry_run: bool,
-    mut tproxy: bool,
     port: Option<u16>,
+    mut rules: crate::ops::redirect::Rules,
 ) -> i32 {
     use crate::ops::redirect::{self as r, Action, Backend};
     let port = match port {
@@ -202,7 +211,7 @@ fn redirect(
         Some(p) => p,
         None => match load(config) {
             Ok(cfg) => {
-                tproxy |= cfg.mode == crate::config::Mode::Tproxy;
+                rules.tproxy |= cfg.mode == crate::config::Mode::Tproxy;
                 cfg.port
             }
             Err(code) => {
@@ -211,7 +220,8 @@ fn redirect(
             }
         },
     };
-    if exclude.contains(&0) {
+    rules.port = port;
+    if rules.exclude.contains(&0) {
         eprintln!("spip: redirect: --exclude-port 0 is not a TCP port");
         return 2;
     }
@@ -224,17 +234,12 @@ fn redirect(
         BackendArg::Nftables => Backend::Nftables,
         BackendArg::Iptables => Backend::Iptables,
     };
-    if action == Action::Apply && !exclude.contains(&22) {
+    if action == Action::Apply && !rules.exclude.contains(&22) {
         eprintln!(
             "spip: redirect: note: port 22 (SSH) is redirected to the sensor too; \
              pass --exclude-port 22 (or your SSH port) to keep remote access"
         );
     }
-    let rules = r::Rules {
-        port,
-        exclude,
-        tproxy,
-    };
     let steps = match r::plan(action, backend, &rules) {
         Ok(s) => s,
         Err(e) => {
@@ -378,6 +383,7 @@ mod tests {
                 dry_run: true,
                 tproxy: false,
                 port: Some(9000),
+                syn_log: None,
             }) => assert_eq!(exclude_port, [22, 2222]),
             other => panic!("{other:?}"),
         }

@@ -109,6 +109,20 @@ pub struct Config {
 
     pub loom: LoomConfig,
     pub elasticsearch: ElasticConfig,
+    /// TCP_SAVE_SYN on the listeners: SYN facts (and JA4T) on every record. Off saves a
+    /// getsockopt per connection under extreme SYN rates.
+    pub save_syn: bool,
+    pub kafka: KafkaConfig,
+    /// Write per-source scan summary records (they are kept and reset either way).
+    pub scan_summaries: bool,
+    /// Per-source scan summaries: one record per active source every interval.
+    pub scan_summary_interval: Duration,
+    /// Sources the summary table holds; beyond it the least recently seen are evicted.
+    pub scan_summary_max_sources: usize,
+    /// Distinct destination ports in one interval that tag a source `scanner`.
+    pub scan_summary_scanner_ports: u32,
+    /// NFLOG group of the firewall's SYN log (`redirect apply --syn-log`); None = off.
+    pub syn_log_group: Option<u16>,
 }
 
 /// How traffic reaches the listener.
@@ -295,6 +309,13 @@ struct RawConfig {
     io_uring_taskrun: Option<String>,
     loom: Option<RawLoom>,
     elasticsearch: Option<RawElastic>,
+    save_syn: Option<bool>,
+    kafka: Option<RawKafka>,
+    scan_summaries: Option<bool>,
+    scan_summary_interval_seconds: Option<i64>,
+    scan_summary_max_sources: Option<i64>,
+    scan_summary_scanner_ports: Option<i64>,
+    syn_log_group: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -681,6 +702,33 @@ impl Config {
             },
             loom: validate_loom(raw.loom.unwrap_or_default())?,
             elasticsearch: validate_elastic(raw.elasticsearch.unwrap_or_default(), &resolve)?,
+            save_syn: raw.save_syn.unwrap_or(true),
+            kafka: validate_kafka(raw.kafka.unwrap_or_default(), &resolve)?,
+            scan_summaries: raw.scan_summaries.unwrap_or(true),
+            scan_summary_interval: seconds(
+                "scan_summary_interval_seconds",
+                raw.scan_summary_interval_seconds,
+                60,
+                day,
+            )?,
+            scan_summary_max_sources: number(
+                "scan_summary_max_sources",
+                raw.scan_summary_max_sources,
+                16_384,
+                8,
+                1 << 24,
+            )? as usize,
+            scan_summary_scanner_ports: number(
+                "scan_summary_scanner_ports",
+                raw.scan_summary_scanner_ports,
+                25,
+                1,
+                65_536,
+            )? as u32,
+            syn_log_group: match number("syn_log_group", raw.syn_log_group, 0, 1, 65_535)? {
+                0 => None,
+                g => Some(g as u16),
+            },
         };
         if cfg.read_timeout > cfg.session_timeout {
             return Err(err(
@@ -790,6 +838,21 @@ impl Config {
         );
         line("io_driver", q(&self.io_driver));
         line("io_uring_taskrun", q(&self.io_uring_taskrun));
+        line("save_syn", self.save_syn.to_string());
+        line("scan_summaries", self.scan_summaries.to_string());
+        line(
+            "scan_summary_interval_seconds",
+            self.scan_summary_interval.as_secs().to_string(),
+        );
+        line(
+            "scan_summary_max_sources",
+            self.scan_summary_max_sources.to_string(),
+        );
+        line(
+            "scan_summary_scanner_ports",
+            self.scan_summary_scanner_ports.to_string(),
+        );
+        line("syn_log_group", self.syn_log_group.unwrap_or(0).to_string());
         line("loom.enabled", self.loom.enabled.to_string());
         if self.loom.enabled {
             line("loom.url", q(&self.loom.url));
@@ -857,6 +920,7 @@ impl Config {
                 es.dead_letter_max_bytes.to_string(),
             );
         }
+        self.kafka.describe(&mut line);
         s
     }
 }
@@ -1050,6 +1114,340 @@ fn validate_loom(raw: RawLoom) -> Result<LoomConfig, ConfigError> {
     Ok(cfg)
 }
 
+/// `[kafka]`: validated only when enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    pub enabled: bool,
+    /// Bootstrap brokers, each "host:port".
+    pub brokers: Vec<String>,
+    pub topic: String,
+    /// Records per delivery (one produce-and-wait round).
+    pub batch_size: usize,
+    /// Record bytes per delivery.
+    pub batch_bytes: usize,
+    /// A partial batch is delivered after this long.
+    pub flush_interval: Duration,
+    /// librdkafka's `linger.ms`: how long it gathers a delivery's records into one request.
+    pub linger: Duration,
+    pub compression: KafkaCompression,
+    /// How long librdkafka keeps retrying one record before it is offered again by the runner.
+    pub message_timeout: Duration,
+    /// TLS to the brokers (`security.protocol` ssl / sasl_ssl).
+    pub tls: bool,
+    /// CA bundle for the brokers' certificates (None = the system's).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (both or neither) for brokers that require mTLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub insecure_skip_verify: bool,
+    pub sasl: Option<KafkaSasl>,
+    /// The runner's memory budget for records queued or waiting for a retry.
+    pub max_pending_bytes: usize,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            enabled: false,
+            brokers: Vec::new(),
+            topic: "spip".to_string(),
+            batch_size: 1000,
+            batch_bytes: 4 << 20,
+            flush_interval: Duration::from_secs(1),
+            linger: Duration::from_millis(5),
+            compression: KafkaCompression::Lz4,
+            message_timeout: Duration::from_secs(15),
+            tls: false,
+            ca_file: None,
+            client_cert: None,
+            insecure_skip_verify: false,
+            sasl: None,
+            max_pending_bytes: 64 << 20,
+        }
+    }
+}
+
+/// `kafka.compression`: the codecs librdkafka has without extra C libraries (zstd would need one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaCompression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+}
+
+impl KafkaCompression {
+    /// librdkafka's `compression.type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KafkaCompression::None => "none",
+            KafkaCompression::Gzip => "gzip",
+            KafkaCompression::Snappy => "snappy",
+            KafkaCompression::Lz4 => "lz4",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSasl {
+    /// librdkafka's `sasl.mechanism`: "PLAIN", "SCRAM-SHA-256" or "SCRAM-SHA-512".
+    pub mechanism: &'static str,
+    pub username: String,
+    pub password: String,
+}
+
+impl KafkaConfig {
+    fn describe(&self, line: &mut impl FnMut(&str, String)) {
+        let q = |v: &str| format!("{v:?}");
+        line("kafka.enabled", self.enabled.to_string());
+        if !self.enabled {
+            return;
+        }
+        line("kafka.brokers", format!("{:?}", self.brokers));
+        line("kafka.topic", q(&self.topic));
+        line("kafka.batch_size", self.batch_size.to_string());
+        line("kafka.batch_bytes", self.batch_bytes.to_string());
+        line(
+            "kafka.flush_interval",
+            q(&format!("{:?}", self.flush_interval)),
+        );
+        line("kafka.linger", q(&format!("{:?}", self.linger)));
+        line("kafka.compression", q(self.compression.as_str()));
+        line(
+            "kafka.message_timeout",
+            q(&format!("{:?}", self.message_timeout)),
+        );
+        line("kafka.tls", self.tls.to_string());
+        if let Some(ca) = &self.ca_file {
+            line("kafka.ca_file", q(&ca.display().to_string()));
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            line("kafka.cert_file", q(&cert.display().to_string()));
+            line("kafka.key_file", q(&key.display().to_string()));
+        }
+        line(
+            "kafka.insecure_skip_verify",
+            self.insecure_skip_verify.to_string(),
+        );
+        if let Some(sasl) = &self.sasl {
+            line("kafka.sasl_mechanism", q(sasl.mechanism));
+            line("kafka.username", q(&sasl.username));
+            line("kafka.password", q("<set>"));
+        }
+        line(
+            "kafka.max_pending_bytes",
+            self.max_pending_bytes.to_string(),
+        );
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKafka {
+    enabled: Option<bool>,
+    brokers: Option<Vec<String>>,
+    topic: Option<String>,
+    batch_size: Option<i64>,
+    batch_bytes: Option<i64>,
+    flush_interval: Option<String>,
+    linger: Option<String>,
+    compression: Option<String>,
+    message_timeout: Option<String>,
+    tls: Option<bool>,
+    ca_file: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    insecure_skip_verify: Option<bool>,
+    sasl_mechanism: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    max_pending_bytes: Option<i64>,
+}
+
+/// A duration key: absent or empty = `default`, else positive and at most `max`.
+fn duration_key(
+    key: &str,
+    v: Option<&str>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, ConfigError> {
+    let d = match v {
+        None | Some("") => return Ok(default),
+        Some(s) => parse_duration(s).map_err(|p| err(key, p))?,
+    };
+    if d > max {
+        return Err(err(key, format!("{d:?} is longer than {max:?}")));
+    }
+    Ok(d)
+}
+
+/// "host:port" with a non-empty host and a port in 1..=65535 (IPv6 hosts in brackets).
+fn valid_broker(b: &str) -> bool {
+    let Some((host, port)) = b.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = !host.is_empty()
+        && !host.contains([',', ' ', '\t', '/'])
+        && (host.starts_with('[') == host.ends_with(']'));
+    host_ok && port.parse::<u16>().is_ok_and(|p| p != 0)
+}
+
+/// Kafka's topic name rule: 1..=249 of `[a-zA-Z0-9._-]`, not "." or "..".
+fn valid_topic(t: &str) -> bool {
+    (1..=249).contains(&t.len())
+        && t != "."
+        && t != ".."
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn validate_kafka(
+    raw: RawKafka,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<KafkaConfig, ConfigError> {
+    let d = KafkaConfig::default();
+    let enabled = raw.enabled.unwrap_or(false);
+    if enabled && !cfg!(feature = "kafka") {
+        return Err(err(
+            "kafka.enabled",
+            "this spip-agent was built without Kafka support (cargo feature `kafka`)",
+        ));
+    }
+    let brokers = raw.brokers.unwrap_or_default();
+    if let Some(b) = brokers.iter().find(|b| !valid_broker(b)) {
+        return Err(err(
+            "kafka.brokers",
+            format!("{b:?} is not \"host:port\" (for example \"kafka1.example:9092\")"),
+        ));
+    }
+    if enabled && brokers.is_empty() {
+        return Err(err(
+            "kafka.brokers",
+            "is required when kafka is enabled (a list of \"host:port\")",
+        ));
+    }
+    let topic = match raw.topic {
+        None => d.topic,
+        Some(t) if valid_topic(&t) => t,
+        Some(t) => {
+            return Err(err(
+                "kafka.topic",
+                format!("{t:?} is not a Kafka topic name (1..=249 of a-z A-Z 0-9 . _ -)"),
+            ));
+        }
+    };
+    let compression = match raw.compression.as_deref() {
+        None | Some("") => d.compression,
+        Some("none") => KafkaCompression::None,
+        Some("gzip") => KafkaCompression::Gzip,
+        Some("snappy") => KafkaCompression::Snappy,
+        Some("lz4") => KafkaCompression::Lz4,
+        Some(c) => {
+            return Err(err(
+                "kafka.compression",
+                format!("{c:?} is not one of \"none\", \"gzip\", \"snappy\", \"lz4\""),
+            ));
+        }
+    };
+    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let client_cert = match (nonempty(raw.cert_file), nonempty(raw.key_file)) {
+        (Some(c), Some(k)) => Some((resolve(&c), resolve(&k))),
+        (None, None) => None,
+        (Some(_), None) => return Err(err("kafka.key_file", "is required with kafka.cert_file")),
+        (None, Some(_)) => return Err(err("kafka.cert_file", "is required with kafka.key_file")),
+    };
+    let ca_file = nonempty(raw.ca_file).map(|p| resolve(&p));
+    let tls = raw.tls.unwrap_or(false);
+    if !tls && (ca_file.is_some() || client_cert.is_some()) {
+        return Err(err(
+            "kafka.tls",
+            "must be true when kafka.ca_file, kafka.cert_file or kafka.key_file is set",
+        ));
+    }
+    let sasl = match (
+        nonempty(raw.sasl_mechanism),
+        nonempty(raw.username),
+        raw.password,
+    ) {
+        (None, None, None) => None,
+        (Some(m), Some(username), Some(password)) => Some(KafkaSasl {
+            mechanism: match m.to_ascii_uppercase().as_str() {
+                "PLAIN" => "PLAIN",
+                "SCRAM-SHA-256" => "SCRAM-SHA-256",
+                "SCRAM-SHA-512" => "SCRAM-SHA-512",
+                _ => {
+                    return Err(err(
+                        "kafka.sasl_mechanism",
+                        format!(
+                            "{m:?} is not one of \"PLAIN\", \"SCRAM-SHA-256\", \"SCRAM-SHA-512\""
+                        ),
+                    ));
+                }
+            },
+            username,
+            password,
+        }),
+        (None, _, _) => {
+            return Err(err(
+                "kafka.sasl_mechanism",
+                "is required with kafka.username/password (\"PLAIN\", \"SCRAM-SHA-256\", \
+                 \"SCRAM-SHA-512\")",
+            ));
+        }
+        (_, None, _) => return Err(err("kafka.username", "is required for SASL")),
+        (_, _, None) => return Err(err("kafka.password", "is required for SASL")),
+    };
+    Ok(KafkaConfig {
+        enabled,
+        brokers,
+        topic,
+        batch_size: number(
+            "kafka.batch_size",
+            raw.batch_size,
+            d.batch_size as i64,
+            1,
+            100_000,
+        )? as usize,
+        batch_bytes: number(
+            "kafka.batch_bytes",
+            raw.batch_bytes,
+            d.batch_bytes as i64,
+            1 << 16,
+            256 << 20,
+        )? as usize,
+        flush_interval: duration_key(
+            "kafka.flush_interval",
+            raw.flush_interval.as_deref(),
+            d.flush_interval,
+            Duration::from_secs(3600),
+        )?,
+        linger: duration_key(
+            "kafka.linger",
+            raw.linger.as_deref(),
+            d.linger,
+            Duration::from_secs(5),
+        )?,
+        compression,
+        message_timeout: duration_key(
+            "kafka.message_timeout",
+            raw.message_timeout.as_deref(),
+            d.message_timeout,
+            Duration::from_secs(600),
+        )?,
+        tls,
+        ca_file,
+        client_cert,
+        insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
+        sasl,
+        max_pending_bytes: number(
+            "kafka.max_pending_bytes",
+            raw.max_pending_bytes,
+            d.max_pending_bytes as i64,
+            1 << 16,
+            1 << 34,
+        )? as usize,
+    })
+}
+
 /// Parses "500ms", "10s", "1m", "2h", "7d" (also "1m30s"); the result must be positive.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("{s:?} is not a duration (examples: \"500ms\", \"10s\", \"1m\")");
@@ -1127,6 +1525,15 @@ mod tests {
         assert_eq!(c.loom.batch_size, 50);
         assert_eq!(c.loom.flush_interval, Duration::from_secs(10));
         assert_eq!(c.ssh_banner, DEFAULT_SSH_BANNER);
+    }
+
+    #[test]
+    fn save_syn_defaults_on_and_can_be_turned_off() {
+        assert!(parse("name = \"s1\"\nport = 8080\n").unwrap().save_syn);
+        let c = parse("name = \"s1\"\nport = 8080\nsave_syn = false\n").unwrap();
+        assert!(!c.save_syn);
+        assert!(c.describe().contains("save_syn = false\n"));
+        assert!(parse("name = \"s1\"\nport = 8080\nsave_syn = 1\n").is_err());
     }
 
     #[test]
@@ -1328,6 +1735,105 @@ mod tests {
             c.elasticsearch.auth,
             ElasticAuth::ApiKey("Zm9vOmJhcg==".into())
         );
+    }
+
+    #[test]
+    fn kafka_defaults_and_keys() {
+        let c = parse("name=\"a\"\nport=1").unwrap();
+        assert_eq!(c.kafka, KafkaConfig::default());
+        assert!(!c.describe().contains("kafka.topic"));
+        let c = parse(
+            "name=\"a\"\nport=1\n[kafka]\nenabled=true\nbrokers=[\"k1:9092\",\"[::1]:9093\"]\n\
+             topic=\"honey.pot\"\nbatch_size=10\nbatch_bytes=65536\nflush_interval=\"200ms\"\n\
+             linger=\"1ms\"\ncompression=\"gzip\"\nmessage_timeout=\"30s\"\ntls=true\n\
+             ca_file=\"ca.pem\"\ncert_file=\"c.pem\"\nkey_file=\"/k.pem\"\n\
+             sasl_mechanism=\"scram-sha-512\"\nusername=\"u\"\npassword=\"p\"",
+        );
+        let k = match c {
+            Ok(c) if cfg!(feature = "kafka") => c.kafka,
+            Err(e) if !cfg!(feature = "kafka") => return assert_eq!(e.key, "kafka.enabled"),
+            other => panic!("{other:?}"),
+        };
+        assert!(k.enabled);
+        assert_eq!(k.brokers, ["k1:9092", "[::1]:9093"]);
+        assert_eq!(k.topic, "honey.pot");
+        assert_eq!((k.batch_size, k.batch_bytes), (10, 65536));
+        assert_eq!(k.flush_interval, Duration::from_millis(200));
+        assert_eq!(k.linger, Duration::from_millis(1));
+        assert_eq!(k.compression, KafkaCompression::Gzip);
+        assert_eq!(k.message_timeout, Duration::from_secs(30));
+        assert!(k.tls && !k.insecure_skip_verify);
+        assert_eq!(k.ca_file.as_deref(), Some(Path::new("/etc/spip/ca.pem")));
+        assert_eq!(
+            k.client_cert,
+            Some((PathBuf::from("/etc/spip/c.pem"), PathBuf::from("/k.pem")))
+        );
+        let sasl = k.sasl.as_ref().unwrap();
+        assert_eq!(
+            (sasl.mechanism, sasl.username.as_str()),
+            ("SCRAM-SHA-512", "u")
+        );
+    }
+
+    #[test]
+    fn kafka_errors_name_the_key() {
+        let on = "name = \"a\"\nport = 1\n[kafka]\nenabled = true\nbrokers = [\"k:9092\"]\n";
+        let off = "name = \"a\"\nport = 1\n[kafka]\n";
+        let cases: &[(&str, &str, &str)] = &[
+            (off, "brokers = [\"k\"]", "kafka.brokers"),
+            (off, "brokers = [\"k:0\"]", "kafka.brokers"),
+            (off, "brokers = [\"a:1,b:2\"]", "kafka.brokers"),
+            (off, "brokers = [\":9092\"]", "kafka.brokers"),
+            (off, "topic = \"a b\"", "kafka.topic"),
+            (off, "topic = \"..\"", "kafka.topic"),
+            (off, "compression = \"zstd\"", "kafka.compression"),
+            (off, "batch_size = 0x7fffffff", "kafka.batch_size"),
+            (off, "batch_bytes = 10", "kafka.batch_bytes"),
+            (off, "flush_interval = \"0s\"", "kafka.flush_interval"),
+            (off, "linger = \"1m\"", "kafka.linger"),
+            (off, "message_timeout = \"soon\"", "kafka.message_timeout"),
+            (off, "cert_file = \"c.pem\"", "kafka.key_file"),
+            (off, "key_file = \"k.pem\"", "kafka.cert_file"),
+            (off, "ca_file = \"ca.pem\"", "kafka.tls"),
+            (
+                off,
+                "username = \"u\"\npassword = \"p\"",
+                "kafka.sasl_mechanism",
+            ),
+            (
+                off,
+                "sasl_mechanism = \"PLAIN\"\npassword = \"p\"",
+                "kafka.username",
+            ),
+            (
+                off,
+                "sasl_mechanism = \"PLAIN\"\nusername = \"u\"",
+                "kafka.password",
+            ),
+            (
+                off,
+                "sasl_mechanism = \"GSSAPI\"\nusername = \"u\"\npassword = \"p\"",
+                "kafka.sasl_mechanism",
+            ),
+            (off, "broker = [\"k:1\"]", "broker"),
+            (off, "max_pending_bytes = 5", "kafka.max_pending_bytes"),
+        ];
+        for (head, tail, key) in cases {
+            let text = format!("{head}{tail}");
+            let e = parse(&text).expect_err(&text);
+            assert_eq!(&e.key, key, "{text}: {e}");
+        }
+        let no_brokers = parse(&format!("{off}enabled = true")).unwrap_err();
+        if cfg!(feature = "kafka") {
+            assert_eq!(no_brokers.key, "kafka.brokers");
+            let c = parse(on).unwrap();
+            let d = c.describe();
+            assert!(d.contains("kafka.brokers = [\"k:9092\"]\n"), "{d}");
+            assert!(d.contains("kafka.compression = \"lz4\"\n"), "{d}");
+        } else {
+            assert_eq!(no_brokers.key, "kafka.enabled");
+            assert_eq!(parse(on).unwrap_err().key, "kafka.enabled");
+        }
     }
 
     #[test]

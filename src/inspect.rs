@@ -56,6 +56,7 @@ impl Visitor for WriteFields<'_> {
             w.str("protocol", p.as_bytes());
             w.end_object();
         }
+        crate::scan::payload_tags::write_tags(&mut w, self.payload);
         view.write_ecs(&mut w);
         w.begin_object("spip");
         view.write_spip(&mut w);
@@ -181,6 +182,12 @@ mod tests {
         assert_eq!(out.last(), Some(&b'\n'));
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
         serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn payload_tags_as_in_records() {
+        let v = json(b"GET /?x=${jndi:ldap://a/b} HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(v["tags"], serde_json::json!(["log4shell"]));
     }
 
     #[test]

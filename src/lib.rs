@@ -6,8 +6,8 @@
 //! - [`capture`]: sockets (io_uring accept and reads, original destination), driving the engine;
 //! - [`engine`]: one connection as an IO-free state machine (turns, budgets, deadlines, TLS);
 //! - [`protocols`]: the responders, one module per protocol, in a registry;
-//! - [`proto`]: zero-copy parsers of untrusted client bytes (TLS, HTTP/1, SSH);
-//! - [`fingerprint`]: Community ID, JA4, JA3, HASSH (and JA4H with `ja4plus`);
+//! - [`proto`]: zero-copy parsers of untrusted client bytes (TLS, HTTP/1, SSH, saved SYNs);
+//! - [`fingerprint`]: Community ID, JA4, JA3, HASSH (and JA4H, JA4T with `ja4plus`);
 //! - [`record`] / [`json`]: ECS records written straight from borrowed data;
 //! - [`output`], [`sinks`]: the record batches and the sinks that ship them (file, Loom,
 //!   Elasticsearch, metrics);

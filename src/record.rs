@@ -6,8 +6,10 @@
 use crate::engine::tls::TlsInfo;
 use crate::fingerprint::TlsClient;
 use crate::json::JsonWriter;
+use crate::proto::syn::SynFacts;
 use crate::protocols::TurnFields;
 use crate::protocols::tls::{write_tls, write_tls_spip};
+use crate::scan::payload_tags::write_tags;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +24,8 @@ pub struct ConnMeta<'a> {
     pub original_destination: bool,
     pub community_id: &'a str,
     pub started: SystemTime,
+    /// The client's SYN, when the kernel saved it.
+    pub syn: Option<&'a SynFacts>,
 }
 
 /// Why a connection ended (written on its last record).
@@ -144,6 +148,7 @@ pub fn write_record(
     w.end_object();
 
     if let Some(c) = content {
+        write_tags(&mut w, c.payload);
         if let Some(layer) = &c.tls {
             write_tls(&mut w, layer.client.as_ref(), layer.session);
         }
@@ -173,9 +178,42 @@ pub fn write_record(
         }
         c.fields.write_spip(&mut w);
     }
+    if let Some(syn) = conn.syn {
+        write_syn(&mut w, syn);
+    }
     w.end_object();
     w.finish();
     out.push(b'\n');
+}
+
+/// `spip.syn`: what the client's SYN says about its stack (ECS has no TCP/IP header fields).
+fn write_syn(w: &mut JsonWriter, syn: &SynFacts) {
+    w.begin_object("syn");
+    w.u64("ttl", u64::from(syn.ttl));
+    w.u64("window", u64::from(syn.window));
+    if let Some(mss) = syn.options.mss {
+        w.u64("mss", u64::from(mss));
+    }
+    if let Some(shift) = syn.options.window_scale {
+        w.u64("window_scale", u64::from(shift));
+    }
+    w.str("options", syn.options.kinds_text().as_bytes());
+    if syn.options.malformed {
+        w.bool("options_malformed", true);
+    }
+    w.u64("tcp_flags", u64::from(syn.tcp_flags));
+    if syn.ecn_setup() {
+        w.bool("ecn", true);
+    }
+    if syn.ip_ecn != 0 {
+        w.u64("ip_ecn", u64::from(syn.ip_ecn));
+    }
+    #[cfg(feature = "ja4plus")]
+    w.str(
+        "ja4t",
+        crate::fingerprint::ja4t::ja4t(syn.window, &syn.options).as_bytes(),
+    );
+    w.end_object();
 }
 
 fn write_ip(w: &mut JsonWriter, addr: SocketAddr) {
@@ -271,7 +309,7 @@ pub struct EventIds {
 impl EventIds {
     pub fn new() -> Self {
         let mut seed = [0u8; 32];
-        if getrandom_fill(&mut seed).is_err() {
+        if getrandom::fill(&mut seed).is_err() {
             // No OS randomness: fall back to time and addresses, still unique per thread.
             let t = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -335,24 +373,6 @@ impl EventId {
     }
 }
 
-fn getrandom_fill(buf: &mut [u8]) -> std::io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let n =
-            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        filled += n as usize;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +387,7 @@ mod tests {
             original_destination: true,
             community_id: "1:abc=",
             started: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            syn: None,
         }
     }
 
@@ -438,6 +459,29 @@ mod tests {
         assert_eq!(v["network"]["community_id"], "1:abc=");
         assert_eq!(v["spip"]["close_reason"], "eof");
         assert!(v["@timestamp"].as_str().unwrap().ends_with('Z'));
+        assert!(v.get("tags").is_none());
+    }
+
+    #[test]
+    fn payload_tags_are_ecs_tags() {
+        let conn = meta("00000000-0000-4000-8000-000000000000");
+        let turn = TurnMeta {
+            turn: 1,
+            at: conn.started,
+            client_bytes: 30,
+            truncated: false,
+            close_reason: None,
+            budget_exhausted: false,
+        };
+        let content = Content {
+            payload: b"GET /${jndi:ldap://x} HTTP/1.0\r\n\r\n",
+            fields: &RawTurn,
+            tls: None,
+        };
+        let mut out = Vec::new();
+        write_record(&mut out, &conn, &turn, Some(&content));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["tags"], serde_json::json!(["log4shell"]));
     }
 
     #[test]
@@ -456,6 +500,46 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert!(v["event"].get("original_payload_hex").is_none());
         assert_eq!(v["spip"]["empty"], true);
+    }
+
+    #[test]
+    fn syn_facts_on_the_record() {
+        // An ECN-setup SYN (ECE+CWR) from macOS: MSS, wscale 6, timestamps, SACK, EOL padding.
+        let mut syn_bytes = vec![
+            0x45, 0x02, 0, 64, 0, 0, 0x40, 0, 64, 6, 0, 0, 192, 0, 2, 1, 198, 51, 100, 2,
+        ];
+        syn_bytes.extend_from_slice(&[0xd4, 0x31, 0x1a, 0xe1, 0, 0, 0, 1, 0, 0, 0, 0, 0xb0, 0xc2]);
+        syn_bytes.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
+        syn_bytes.extend_from_slice(&[2, 4, 5, 0xb4, 1, 3, 3, 6, 1, 1, 8, 10]);
+        syn_bytes.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 4, 2, 0, 0]);
+        let facts = crate::proto::syn::parse(&syn_bytes).unwrap();
+        let mut conn = meta("00000000-0000-4000-8000-000000000000");
+        conn.syn = Some(&facts);
+        let turn = TurnMeta {
+            turn: 0,
+            at: conn.started,
+            client_bytes: 0,
+            truncated: false,
+            close_reason: Some(CloseReason::Eof),
+            budget_exhausted: false,
+        };
+        let mut out = Vec::new();
+        write_record(&mut out, &conn, &turn, None);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let syn = &v["spip"]["syn"];
+        assert_eq!(syn["ttl"], 64);
+        assert_eq!(syn["window"], 65535);
+        assert_eq!(syn["mss"], 1460);
+        assert_eq!(syn["window_scale"], 6);
+        assert_eq!(syn["options"], "2-1-3-1-1-8-4-0-0");
+        assert_eq!(syn["tcp_flags"], 0xc2);
+        assert_eq!(syn["ecn"], true);
+        assert_eq!(syn["ip_ecn"], 2);
+        assert!(syn.get("options_malformed").is_none());
+        #[cfg(feature = "ja4plus")]
+        assert_eq!(syn["ja4t"], "65535_2-1-3-1-1-8-4-0-0_1460_6");
+        #[cfg(not(feature = "ja4plus"))]
+        assert!(syn.get("ja4t").is_none());
     }
 
     #[test]

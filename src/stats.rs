@@ -23,6 +23,20 @@ pub struct Counters {
     pub accept_errors: AtomicU64,
     /// Live connections now (a gauge).
     pub live: AtomicU64,
+    /// Accepted connections without SYN facts although `save_syn` is on: the kernel kept no
+    /// SYN (it answered with a SYN cookie) or its headers were unreadable.
+    pub syn_not_saved: AtomicU64,
+    /// Connections closed because their source had its fair share of a contended global
+    /// budget (see [`crate::scan::admission`]).
+    pub fair_share_limited: AtomicU64,
+    /// Sources admission forgot because its table was full (a flood of distinct sources).
+    pub admission_evictions: AtomicU64,
+    /// SYNs read from the firewall's SYN log (`syn_log_group`).
+    pub syn_logged: AtomicU64,
+    /// Times the kernel dropped SYN log messages because we fell behind.
+    pub syn_log_overflows: AtomicU64,
+    /// Sources evicted from the full scan summary table (a total, updated with the stats).
+    pub scan_sources_evicted: AtomicU64,
 }
 
 impl Counters {
@@ -40,7 +54,7 @@ impl Counters {
 
     /// Writes the counters as members of the open object.
     pub fn write_fields(&self, w: &mut JsonWriter) {
-        let fields: [(&str, &AtomicU64); 10] = [
+        let fields = [
             ("accepted", &self.accepted),
             ("shed_live_cap", &self.shed_live_cap),
             ("rate_limited", &self.rate_limited),
@@ -51,6 +65,12 @@ impl Counters {
             ("empty_connections", &self.empty_connections),
             ("accept_errors", &self.accept_errors),
             ("live", &self.live),
+            ("syn_not_saved", &self.syn_not_saved),
+            ("fair_share_limited", &self.fair_share_limited),
+            ("admission_evictions", &self.admission_evictions),
+            ("syn_logged", &self.syn_logged),
+            ("syn_log_overflows", &self.syn_log_overflows),
+            ("scan_sources_evicted", &self.scan_sources_evicted),
         ];
         for (k, v) in fields {
             w.u64(k, self.get(v));

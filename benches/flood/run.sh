@@ -5,9 +5,10 @@
 #   sudo TLS=1 benches/flood/run.sh               (adds the TLS section, TLS_COUNT connections)
 #   sudo TLS=only benches/flood/run.sh            (the TLS section alone)
 #   sudo SOURCES=16 benches/flood/run.sh          (all connections from 16 source addresses)
-#   sudo VARIANTS="defer off poll" benches/flood/run.sh
-#                                                 (spip's io setups besides the default, same run:
-#                                                 io_uring_taskrun = defer|off, or io_driver = poll)
+#   sudo VARIANTS="defer off poll nosyn" benches/flood/run.sh
+#                                                 (spip's setups besides the default, same run:
+#                                                 io_uring_taskrun = defer|off, io_driver = poll,
+#                                                 or save_syn = false: the cost of SYN facts)
 #
 # TLS section: full TLS 1.3 handshake + one GET per connection (loadgen --mode tls), spip in
 # TLS mode against two baselines: a minimal blocking rustls server (flood_tls_baseline, the
@@ -28,7 +29,7 @@ CONC=${CONC:-16}
 TLS=${TLS:-0}
 TLS_COUNT=${TLS_COUNT:-3000}
 SOURCES=${SOURCES:-65000}
-VARIANTS=${VARIANTS:-defer off poll}
+VARIANTS=${VARIANTS:-defer off poll nosyn}
 [ "$(id -u)" = 0 ] || { echo "run.sh: needs root (network namespace, iptables)" >&2; exit 2; }
 
 cargo build --release -q --offline --bin spip-agent --example flood_loadgen --example flood_baseline \
@@ -197,6 +198,7 @@ fi
 for v in $VARIANTS; do
     case $v in
         poll) line='io_driver = "poll"' ;;
+        nosyn) line='save_syn = false' ;;
         *) line="io_uring_taskrun = \"$v\"" ;;
     esac
     { cat "$WORK/spip.toml"; echo "$line"; } > "$WORK/spip-$v.toml"
@@ -261,6 +263,13 @@ awk -v on="${RESULT[spip-loom,payload,worker_us]}" -v off="${RESULT[spip,payload
     -v allon="${RESULT[spip-loom,payload,us]}" -v alloff="${RESULT[spip,payload,us]}" \
     'BEGIN { printf "loom on: capture %s us/conn vs %s off (%.2fx); whole process %s vs %s us/conn\n", on, off, on / off, allon, alloff }'
 echo "loom shipped $shipped of ${RESULT[spip-loom,payload,completed]} records"
+if [ -n "${RESULT[spip-nosyn,empty,us]:-}" ]; then
+    for mode in empty payload; do
+        awk -v on="${RESULT[spip,$mode,us]}" -v off="${RESULT[spip-nosyn,$mode,us]}" \
+            -v won="${RESULT[spip,$mode,worker_us]}" -v woff="${RESULT[spip-nosyn,$mode,worker_us]}" -v m=$mode \
+            'BEGIN { printf "save_syn %-7s on %s us/conn (capture %s), off %s (capture %s): SYN facts %+.1f%%\n", m, on, won, off, woff, (on / off - 1) * 100 }'
+    done
+fi
 grep final_stats "$WORK/spip.err" || true
 [ "$TLS" = 1 ] && tls_section
 exit 0

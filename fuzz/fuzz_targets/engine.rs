@@ -53,6 +53,7 @@ fuzz_target!(|data: &[u8]| {
         event_id: spip::record::EventIds::new().next_id(),
         random: u64::from(flags),
         started: SystemTime::now(),
+        syn: None,
     };
     let mut conn = Connection::new(&cfg, accepted, now);
     let mut records = Vec::new();

@@ -8,9 +8,11 @@
 //! registry ends it at its deadline — and no engine state, which is built once bytes came).
 
 use super::registry::ConnId;
+use super::sys;
 use super::worker::Worker;
 use crate::engine::{Accepted, Connection, PeerClose, RecordOut};
 use crate::output::RecordSink;
+use crate::proto::syn::{self, SynFacts};
 use crate::record::CloseReason;
 use compio::driver::BufferRef;
 use compio::io::{AsyncReadManaged, AsyncWriteExt};
@@ -18,6 +20,7 @@ use compio::net::TcpStream;
 use futures_util::future::{Either, select};
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
@@ -109,6 +112,13 @@ pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr, 
         let mut ids = worker.ids.borrow_mut();
         (ids.next_id(), ids.next_u64())
     };
+    let syn = syn_facts(&worker, &stream);
+    worker.shared.summaries.accepted(
+        peer.ip(),
+        destination.port(),
+        syn.as_ref().map(syn_key).as_ref().map(|k| k.as_str()),
+        accepted_at,
+    );
     let accepted = Accepted {
         source: peer,
         destination,
@@ -116,9 +126,73 @@ pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr, 
         event_id,
         random,
         started,
+        syn,
     };
     Box::pin(drive(worker.clone(), stream, accepted, accepted_at, first)).await;
     worker.connection_closed(id);
+}
+
+/// The client's SYN headers, read once the first wait is over (so an idle connection holds
+/// neither them nor the read buffer); the kernel keeps them until then, even past a reset.
+fn syn_facts(worker: &Worker, stream: &TcpStream) -> Option<SynFacts> {
+    if !worker.shared.cfg.save_syn {
+        return None;
+    }
+    let mut buf = [0u8; sys::SAVED_SYN_MAX];
+    let facts = sys::saved_syn(stream.as_raw_fd(), &mut buf)
+        .and_then(|len| syn::parse(buf.get(..len)?).ok());
+    if facts.is_none() {
+        let counters = &worker.shared.counters;
+        counters.inc(&counters.syn_not_saved);
+    }
+    facts
+}
+
+/// A SYN's fingerprint for the scan summaries: JA4T with `ja4plus`, else the window and the
+/// option kinds (JA4T itself is FoxIO-licensed).
+#[cfg(feature = "ja4plus")]
+fn syn_key(syn: &SynFacts) -> crate::fingerprint::ja4t::Ja4t {
+    crate::fingerprint::ja4t::ja4t(syn.window, &syn.options)
+}
+
+#[cfg(not(feature = "ja4plus"))]
+fn syn_key(syn: &SynFacts) -> SynKey {
+    let mut key = SynKey {
+        buf: [0; 200],
+        len: 0,
+    };
+    let mut put = |bytes: &[u8]| {
+        let end = (key.len + bytes.len()).min(key.buf.len());
+        key.buf[key.len..end].copy_from_slice(&bytes[..end - key.len]);
+        key.len = end;
+    };
+    let (mut digits, mut at, mut window) = ([0u8; 5], 5, syn.window);
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (window % 10) as u8;
+        window /= 10;
+        if window == 0 {
+            break;
+        }
+    }
+    put(&digits[at..]);
+    put(b"_");
+    put(syn.options.kinds_text().as_bytes());
+    key
+}
+
+/// `window_kinds` on the stack (ASCII digits, `_` and `-`).
+#[cfg(not(feature = "ja4plus"))]
+struct SynKey {
+    buf: [u8; 200],
+    len: usize,
+}
+
+#[cfg(not(feature = "ja4plus"))]
+impl SynKey {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
 }
 
 /// Runs the engine over the socket until it says the connection is over.
@@ -132,6 +206,7 @@ async fn drive(
     let engine = &worker.shared.engine;
     let mut records = Records(&worker.sink);
     // Deadlines count from the accept (a first wait that timed out is already past its own).
+    let source_ip = accepted.source.ip();
     let mut conn = Connection::new(engine, accepted, accepted_at);
     let mut out = Vec::new();
     loop {
@@ -186,6 +261,8 @@ async fn drive(
         }
     }
     count_close(&worker, &conn);
+    let summaries = &worker.shared.summaries;
+    summaries.closed(source_ip, conn.received(), Instant::now());
     // Closed by drop; a protocol end or cap gets a plain FIN, which is what a server would do.
     drop(stream);
 }

@@ -10,12 +10,14 @@
 
 pub mod conn;
 pub mod registry;
+pub mod synlog;
 pub mod sys;
 pub mod worker;
 
 use crate::config::Config;
 use crate::json::JsonWriter;
-use crate::output::Output;
+use crate::output::{Output, RecordSink};
+use crate::scan::summary::{Summaries, SummaryConfig};
 use crate::sinks::metrics::Metrics;
 use crate::stats::Counters;
 use std::io::{self, Write};
@@ -36,6 +38,8 @@ pub struct Shared {
     pub engine: crate::engine::EngineConfig,
     /// Prometheus metrics (`metrics_listen` set): the engine counts closed connections here.
     pub metrics: Option<Arc<Metrics>>,
+    /// Per-source scan summaries, written every `scan_summary_interval_seconds`.
+    pub summaries: Summaries,
 }
 
 /// Runs the sensor until SIGINT/SIGTERM. Returns the process exit code.
@@ -62,7 +66,7 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     let addr = SocketAddr::new(cfg.ip, cfg.port);
     let mut listeners = Vec::with_capacity(cfg.threads);
     for _ in 0..cfg.threads {
-        match worker::bind_listener(addr, cfg.mode == crate::config::Mode::Tproxy) {
+        match worker::bind_listener(addr, cfg.mode == crate::config::Mode::Tproxy, cfg.save_syn) {
             Ok(l) => listeners.push(l),
             Err(e) => {
                 eprintln!("spip: cannot listen on {addr}: {e}");
@@ -98,9 +102,28 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
             Some(m)
         }
     };
+    // The SYN log binds now (it needs CAP_NET_ADMIN, like a transparent listener): a failure
+    // is a startup error, not a silent gap in the counts.
+    let syn_log = match cfg.syn_log_group.map(synlog::open).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("spip: {e}");
+            output.shutdown(Instant::now());
+            return 1;
+        }
+    };
     let stats_interval = cfg.stats_interval;
     let engine = crate::engine::EngineConfig::new(&cfg, tls);
+    let summaries = Summaries::new(
+        SummaryConfig {
+            max_sources: cfg.scan_summary_max_sources,
+            interval: cfg.scan_summary_interval,
+            scanner_ports: cfg.scan_summary_scanner_ports,
+        },
+        Instant::now(),
+    );
     let shared = Arc::new(Shared {
+        summaries,
         engine,
         cfg,
         counters: counters.clone(),
@@ -120,6 +143,22 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
         }
     );
 
+    let syn_log = syn_log.and_then(|socket| {
+        let for_reader = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("spip-synlog".into())
+            .spawn(move || {
+                let s = &for_reader;
+                synlog::run(socket, &s.summaries, &s.counters, &s.shutdown)
+            });
+        match spawned {
+            Ok(h) => Some(h),
+            Err(e) => {
+                eprintln!("spip: cannot start the SYN log thread: {e}; SYN-only counts are off");
+                None
+            }
+        }
+    });
     let mut workers = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let for_worker = shared.clone();
@@ -157,14 +196,25 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     }
 
     let mut next_stats = Instant::now() + stats_interval;
+    let mut summary_sink = RecordSink::new(output.clone());
     loop {
-        let wait = next_stats.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        if shared.summaries.due(now) {
+            write_summaries(&shared, &mut summary_sink, now);
+        }
+        let wait = next_stats
+            .min(shared.summaries.next_due())
+            .saturating_duration_since(now);
         match signals.wait(wait) {
             Some(libc::SIGHUP) => shared.output.request_reopen(),
             Some(_) => break,
             None => {}
         }
         if Instant::now() >= next_stats {
+            let evicted = shared.summaries.evicted();
+            counters
+                .scan_sources_evicted
+                .store(evicted, Ordering::Relaxed);
             stats(false);
             next_stats = Instant::now() + stats_interval;
         }
@@ -179,6 +229,12 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
         .into_iter()
         .map(|w| w.join().is_err())
         .fold(false, |a, b| a | b);
+    if let Some(reader) = syn_log {
+        let _ = reader.join(); // it sees the shutdown flag within its poll interval
+    }
+    // The last (partial) interval's summaries, before the sinks drain.
+    write_summaries(&shared, &mut summary_sink, Instant::now());
+    let summaries_evicted = shared.summaries.evicted();
     // Every worker flushed its batch when it ended; now the sinks drain (bounded). Signals stay
     // blocked, so none can end the process: SIGHUP still reopens the log, the rest are noted.
     drop(shared);
@@ -199,8 +255,25 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
         }
     }
     output.finish_shutdown(until);
+    let evicted = summaries_evicted;
+    counters
+        .scan_sources_evicted
+        .store(evicted, Ordering::Relaxed);
     stats(true);
     if failed { 1 } else { 0 }
+}
+
+/// Writes the interval's scan summaries to the outputs, like connection records (with
+/// `scan_summaries = false` the interval still ends, so the table keeps only active sources).
+fn write_summaries(shared: &Shared, sink: &mut RecordSink, now: Instant) {
+    let write = shared.cfg.scan_summaries;
+    let summaries = &shared.summaries;
+    summaries.write_interval(&shared.cfg.name, now, |line| {
+        if write {
+            sink.push(|buf| buf.extend_from_slice(line));
+        }
+    });
+    sink.flush();
 }
 
 fn print_stats(

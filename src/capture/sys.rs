@@ -4,7 +4,7 @@
 use socket2::{SockAddr, SockRef};
 use std::mem::size_of;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Duration;
 
 /// Conntrack's original destination of an accepted connection, if NAT rewrote it.
@@ -131,4 +131,48 @@ pub fn raise_nofile_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+}
+
+/// Asks the kernel to keep the headers of each SYN this listener receives, for
+/// [`saved_syn`] on the accepted socket (TCP_SAVE_SYN; about 100 bytes per pending socket).
+pub fn set_save_syn(socket: &impl AsRawFd) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads exactly size_of::<c_int>() bytes from a live c_int.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_SAVE_SYN,
+            (&on as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Room for the saved IP and TCP headers: IPv4 60 + TCP 60, or IPv6 40 + extension headers.
+pub const SAVED_SYN_MAX: usize = 512;
+
+/// Copies the headers of the SYN that opened this accepted socket into `buf` and returns
+/// their length; the kernel frees them then, so this works once per socket. `None` when the
+/// listener did not save it (SYN cookies, or TCP_SAVE_SYN off) or it does not fit.
+pub fn saved_syn(fd: RawFd, buf: &mut [u8; SAVED_SYN_MAX]) -> Option<usize> {
+    let mut len = SAVED_SYN_MAX as libc::socklen_t;
+    // SAFETY: buf is writable for len bytes and getsockopt writes at most len bytes into it
+    // (a longer SYN fails with EINVAL and writes nothing); len is a live socklen_t it updates.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_SAVED_SYN,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    let len = usize::try_from(len).ok()?;
+    (rc == 0 && len > 0 && len <= SAVED_SYN_MAX).then_some(len)
 }

@@ -88,10 +88,15 @@ impl StopSignal {
 }
 
 /// Creates the listening socket (SO_REUSEPORT, backlog 65535, dual-stack for `::`).
+/// `save_syn` (TCP_SAVE_SYN) keeps each client's SYN headers for its SYN facts.
 /// `transparent` (mode = "tproxy") sets IP_TRANSPARENT / IPV6_TRANSPARENT, which needs
 /// CAP_NET_ADMIN: TPROXY'd connections to any address and port are then accepted here, and
 /// their local address is the destination the client dialled.
-pub fn bind_listener(addr: SocketAddr, transparent: bool) -> io::Result<std::net::TcpListener> {
+pub fn bind_listener(
+    addr: SocketAddr,
+    transparent: bool,
+    save_syn: bool,
+) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
@@ -114,6 +119,9 @@ pub fn bind_listener(addr: SocketAddr, transparent: bool) -> io::Result<std::net
                 ),
             )
         })?;
+    }
+    if save_syn {
+        super::sys::set_save_syn(&socket)?;
     }
     socket.bind(&addr.into())?;
     socket.listen(65535)?;
@@ -199,7 +207,13 @@ async fn tick(worker: Rc<Worker>) {
         compio::time::sleep(TICK).await;
         worker.sink.borrow_mut().flush();
         let now = Instant::now();
-        worker.admission.borrow_mut().maybe_sweep(now);
+        let evicted = {
+            let mut admission = worker.admission.borrow_mut();
+            admission.maybe_sweep(now);
+            admission.take_evicted()
+        };
+        let counters = &worker.shared.counters;
+        counters.add(&counters.admission_evictions, evicted);
         worker.registry.borrow_mut().sweep(now);
         if worker.shared.shutdown.load(Ordering::Acquire) && !worker.stopping() {
             worker.stop.fire();
@@ -250,6 +264,12 @@ fn admit(worker: &Rc<Worker>, stream: TcpStream) {
     };
     let refuse = |counter: &std::sync::atomic::AtomicU64| {
         counters.inc(counter);
+        // Shed connections still count in their source's scan summary, at the port dialled.
+        let dport = super::sys::original_destination(&stream, peer.is_ipv4())
+            .or_else(|| stream.local_addr().ok())
+            .map_or(0, |d| d.port());
+        let summaries = &worker.shared.summaries;
+        summaries.shed(peer.ip(), dport, Instant::now());
         // Linger 0: RST, no TIME_WAIT, nothing kept for a connection we will not serve.
         let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     };
@@ -270,6 +290,7 @@ fn admit(worker: &Rc<Worker>, stream: TcpStream) {
             refuse(match r {
                 Refusal::RateLimited => &counters.rate_limited,
                 Refusal::PerSourceLimited => &counters.per_source_limited,
+                Refusal::OverFairShare => &counters.fair_share_limited,
             });
             return;
         }

@@ -142,6 +142,8 @@ pub struct Accepted {
     pub random: u64,
     /// Wall-clock time of the accept; record times are this plus the monotonic time since.
     pub started: SystemTime,
+    /// The client's SYN (TTL, window, options), when the kernel saved it.
+    pub syn: Option<crate::proto::syn::SynFacts>,
 }
 
 /// How the client's side of the connection ended, as the socket layer saw it.
@@ -700,7 +702,10 @@ impl Core {
             return true;
         };
         let ctx = self.context(cfg);
-        let chosen = match Active::detect(first, &ctx, *greeted) {
+        // The port's own responder keeps the connection unless the bytes are unmistakably
+        // another protocol's (nmap's RDP probe on 445 is SMB's to answer, as Windows would).
+        let only_unmistakable = *greeted || port.is_some();
+        let chosen = match Active::detect(first, &ctx, only_unmistakable) {
             Detected::Found(r) => r,
             Detected::Undecided if !at_pause && first.len() < DETECT_MAX => return false,
             Detected::Undecided | Detected::Nothing => match port.take() {
@@ -1023,6 +1028,7 @@ impl Core {
             original_destination: self.accepted.original_destination,
             community_id: self.community_id.as_str(),
             started: self.accepted.started,
+            syn: self.accepted.syn.as_ref(),
         };
         let turn = TurnMeta {
             turn,

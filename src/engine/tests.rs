@@ -32,6 +32,7 @@ fn connect(cfg: &EngineConfig, port: u16, t0: Instant) -> Connection {
         event_id: crate::record::EventIds::new().next_id(),
         random: 7,
         started: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        syn: None,
     };
     Connection::new(cfg, accepted, t0)
 }

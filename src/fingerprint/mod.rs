@@ -10,6 +10,8 @@ pub mod ja3;
 pub mod ja4;
 #[cfg(feature = "ja4plus")]
 pub mod ja4h;
+#[cfg(feature = "ja4plus")]
+pub mod ja4t;
 pub mod util;
 
 use crate::json::JsonWriter;

@@ -45,7 +45,15 @@ pub struct Rules {
     /// Ports left alone (SSH!), besides `port`.
     pub exclude: Vec<u16>,
     pub tproxy: bool,
+    /// NFLOG group that gets each new connection's SYN before the redirect (`--syn-log`):
+    /// the sensor reads it (`syn_log_group`) to count SYN-only scans.
+    pub syn_log: Option<u16>,
 }
+
+/// The NFLOG group `--syn-log` uses when none is given.
+pub const DEFAULT_SYN_LOG_GROUP: u16 = 7;
+/// Bytes of each logged SYN copied to the reader: IP header (with options) plus TCP ports.
+pub const SYN_LOG_SNAPLEN: u32 = 80;
 
 impl Rules {
     /// Excluded ports, with the sensor port, sorted and deduplicated.
@@ -118,6 +126,7 @@ pub fn nft_table(r: &Rules) -> String {
             "\t\ttype filter hook prerouting priority mangle; policy accept;"
         );
         let _ = writeln!(s, "\t\ttcp dport {{ {ports} }} return");
+        nft_syn_log(&mut s, r);
         // Packets of connections that already have a transparent socket: just deliver them.
         let _ = writeln!(
             s,
@@ -140,6 +149,7 @@ pub fn nft_table(r: &Rules) -> String {
             "\t\ttype nat hook prerouting priority dstnat; policy accept;"
         );
         let _ = writeln!(s, "\t\ttcp dport {{ {ports} }} return");
+        nft_syn_log(&mut s, r);
         let _ = writeln!(
             s,
             "\t\tfib daddr type local meta l4proto tcp redirect to :{}",
@@ -149,6 +159,18 @@ pub fn nft_table(r: &Rules) -> String {
     let _ = writeln!(s, "\t}}");
     let _ = writeln!(s, "}}");
     s
+}
+
+/// The SYN log rule: the first SYN of each new connection to a local address (retransmits
+/// are not new), headers only.
+fn nft_syn_log(s: &mut String, r: &Rules) {
+    if let Some(group) = r.syn_log {
+        let _ = writeln!(
+            s,
+            "\t\tfib daddr type local tcp flags & (fin | syn | rst | ack) == syn ct state new \
+             log group {group} snaplen {SYN_LOG_SNAPLEN}"
+        );
+    }
 }
 
 /// Policy routing for TPROXY: marked packets are delivered locally.
@@ -260,6 +282,26 @@ fn iptables_steps(action: Action, r: &Rules) -> Vec<Step> {
                             "-A", IPT_CHAIN, "-p", "tcp", "--dport", &p, "-j", "RETURN",
                         ])));
                     }
+                    if let Some(group) = r.syn_log {
+                        let (group, size) = (group.to_string(), SYN_LOG_SNAPLEN.to_string());
+                        steps.push(strict(nat(&[
+                            "-A",
+                            IPT_CHAIN,
+                            "-p",
+                            "tcp",
+                            "--syn",
+                            "-m",
+                            "addrtype",
+                            "--dst-type",
+                            "LOCAL",
+                            "-j",
+                            "NFLOG",
+                            "--nflog-group",
+                            &group,
+                            "--nflog-size",
+                            &size,
+                        ])));
+                    }
                     steps.push(strict(nat(&[
                         "-A",
                         IPT_CHAIN,
@@ -348,7 +390,44 @@ mod tests {
             port: 8080,
             exclude: vec![22, 22, 443],
             tproxy,
+            syn_log: None,
         }
+    }
+
+    #[test]
+    fn syn_log_rule_comes_after_the_exclusions_and_before_the_redirect() {
+        for tproxy in [false, true] {
+            let t = nft_table(&Rules {
+                syn_log: Some(9),
+                ..rules(tproxy)
+            });
+            let log = t
+                .find("ct state new log group 9 snaplen 80")
+                .expect("log rule");
+            assert!(t.find("return").unwrap() < log, "{t}");
+            let target = if tproxy {
+                "tproxy ip to"
+            } else {
+                "redirect to"
+            };
+            assert!(log < t.find(target).unwrap(), "{t}");
+        }
+        assert!(!nft_table(&rules(false)).contains("log group"));
+        let steps = plan(
+            Action::Apply,
+            Backend::Iptables,
+            &Rules {
+                syn_log: Some(9),
+                ..rules(false)
+            },
+        )
+        .unwrap();
+        let lines: Vec<String> = steps.iter().map(Step::to_shell).collect();
+        let log = lines
+            .iter()
+            .position(|l| l.contains("-j NFLOG --nflog-group 9"));
+        let redirect = lines.iter().position(|l| l.contains("-j REDIRECT"));
+        assert!(log.is_some() && log < redirect, "{lines:#?}");
     }
 
     #[test]

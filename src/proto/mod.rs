@@ -2,4 +2,5 @@
 pub mod http;
 pub mod reader;
 pub mod ssh;
+pub mod syn;
 pub mod tls;

@@ -113,9 +113,10 @@ pub trait Responder: Sized {
     /// Ports where this responder answers by default (the port table's defaults). A server
     /// that speaks first greets at accept on these ports.
     const DEFAULT_PORTS: &'static [u16] = &[];
-    /// Whether a `detect` match takes a connection from a responder that greeted first (the
-    /// port table's). Only for signatures no client of another protocol sends (a TLS record,
-    /// `SSH-`, an HTTP request line): an SMTP client answering our `220` must stay with SMTP.
+    /// Whether a `detect` match takes a connection from the port table's responder (which may
+    /// have greeted). Only for signatures no client of another protocol sends (a TLS record,
+    /// `SSH-`, an HTTP request line): an SMTP client answering our `220` stays with SMTP, and
+    /// an RDP probe on port 445 is SMB's to answer.
     const OVERRIDES_GREETING: bool = false;
     /// One turn's parsed view, borrowed from the turn's bytes.
     type Turn<'a>: TurnFields;
@@ -203,12 +204,12 @@ macro_rules! registry {
                 None
             }
 
-            /// The first responder whose `detect` matches `first`; after a greeting
-            /// (`greeted`), only those that may take a connection from the greeter.
-            pub fn detect(first: &[u8], ctx: &Context<'_>, greeted: bool) -> Detected {
+            /// The first responder whose `detect` matches `first`; with `only_unmistakable`
+            /// (the port has its own responder), only those that may take a connection from it.
+            pub fn detect(first: &[u8], ctx: &Context<'_>, only_unmistakable: bool) -> Detected {
                 let mut undecided = false;
                 $(match <$module::$ty as Responder>::detect(first) {
-                    _ if greeted && !<$module::$ty as Responder>::OVERRIDES_GREETING => {}
+                    _ if only_unmistakable && !<$module::$ty as Responder>::OVERRIDES_GREETING => {}
                     Detection::Match => {
                         return Detected::Found(Active::$variant(<$module::$ty as Responder>::new(ctx)))
                     }

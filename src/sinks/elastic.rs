@@ -1267,6 +1267,22 @@ mod tests {
             crate::inspect::inspect(payload, &mut fields);
             leaf_paths(&serde_json::from_slice(&fields).unwrap(), "", &mut paths);
         }
+        // A scan summary with every optional field (IPv6 /64, a fingerprint, both tags).
+        use std::time::Instant;
+        let summaries = crate::scan::summary::Summaries::new(
+            crate::scan::summary::SummaryConfig {
+                max_sources: 8,
+                interval: Duration::from_secs(60),
+                scanner_ports: 1,
+            },
+            Instant::now(),
+        );
+        let v6 = "2001:db8::1".parse().unwrap();
+        summaries.udp(v6, 53, Instant::now());
+        summaries.accepted("192.0.2.1".parse().unwrap(), 80, Some("fp"), Instant::now());
+        summaries.write_interval("sensor-1", Instant::now(), |line| {
+            leaf_paths(&serde_json::from_slice(line).unwrap(), "", &mut paths);
+        });
         for expected in [
             "tls.client.hash.ja4",
             "ssh.client.hash.hassh",
@@ -1292,6 +1308,13 @@ mod tests {
                 mapped_type(&t, "http.request.headers.x-random-1").as_deref(),
                 Some(flat)
             );
+            for (p, ty) in [
+                ("spip.syn.ttl", "long"),
+                ("spip.syn.options", "keyword"),
+                ("spip.syn.ja4t", "keyword"),
+            ] {
+                assert_eq!(mapped_type(&t, p).as_deref(), Some(ty), "{p} ({flat})");
+            }
             assert_eq!(mapped_type(&t, "source.ip").as_deref(), Some("ip"));
             assert_eq!(mapped_type(&t, "destination.ip").as_deref(), Some("ip"));
             assert_eq!(mapped_type(&t, "@timestamp").as_deref(), Some("date"));

@@ -56,6 +56,8 @@ pub enum Delivery {
 
 pub mod elastic;
 pub mod file;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod loom;
 pub mod metrics;
 pub mod runner;
@@ -138,6 +140,25 @@ pub fn start_all(cfg: &crate::config::Config) -> std::io::Result<crate::output::
             &cfg.elasticsearch,
             Arc::new(SinkCounters::default()),
             RetryPolicy::default(),
+        )?);
+    }
+    #[cfg(feature = "kafka")]
+    if cfg.kafka.enabled {
+        let sink = kafka::KafkaSink::new(&cfg.kafka).map_err(|e| {
+            std::io::Error::other(format!("kafka: cannot create the producer: {e}"))
+        })?;
+        eprintln!(
+            "spip: producing records to Kafka topic {} at {} (batch {}, every {:?})",
+            cfg.kafka.topic,
+            cfg.kafka.brokers.join(","),
+            cfg.kafka.batch_size,
+            cfg.kafka.flush_interval
+        );
+        runners.push(SinkRunner::start(
+            Box::new(sink),
+            cfg.kafka.max_pending_bytes,
+            RetryPolicy::default(),
+            Arc::new(SinkCounters::default()),
         )?);
     }
     Ok(crate::output::Output::new(runners, reopen))
