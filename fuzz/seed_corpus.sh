@@ -51,6 +51,11 @@ ntlm_dir = os.path.join(os.path.dirname(vec.rstrip("/")), "ntlm")
 for name in sorted(os.listdir(ntlm_dir)):
     if name.endswith(".hex"):
         put("ntlm", name[:-4], bytes.fromhex(open(os.path.join(ntlm_dir, name)).read().strip()))
+# credssp: the read size, then the TSRequests of FreeRDP's NLA (after its 45-byte Connection
+# Request) from tests/data/rdp/xfreerdp-nla.hex.
+nla = bytes.fromhex(open(os.path.join(os.path.dirname(vec.rstrip("/")), "rdp", "xfreerdp-nla.hex")).read().strip())[0x2d:]
+put("credssp", "xfreerdp", bytes([255]) + nla)
+put("credssp", "xfreerdp_reads7", bytes([7]) + nla)
 put("config", "minimal", b'name = "sensor-1"\nport = 8080\n')
 put("config", "full", b'name = "s"\nip = "0.0.0.0"\nport = 443\ncert_path = "c.pem"\nkey_path = "k.pem"\n'
     b'log_file = ""\nread_timeout_seconds = 30\ncommunity_id_seed = 1\n\n[loom]\nenabled = true\n'
@@ -78,6 +83,6 @@ mkdir -p "$here/corpus/datagram"
 cp "$udp"/*.bin "$here/corpus/datagram/"
 python3 -c "import sys; open(sys.argv[2], 'wb').write(bytes.fromhex(open(sys.argv[1]).read()))" \
     "$udp/rfc9001_a2_client_initial.hex" "$here/corpus/datagram/quic_initial"
-for t in tls_client_hello http_request ssh_kexinit inspect config http2 db_responders ntlm syn datagram; do
+for t in tls_client_hello http_request ssh_kexinit inspect config http2 db_responders ntlm syn credssp datagram; do
     echo "$t: $(ls "$here/corpus/$t" | wc -l) seeds"
 done

@@ -2,9 +2,9 @@
 //! with every port redirected to the sensor), driven by real Debian clients: smbclient,
 //! tsql (FreeTDS), xfreerdp (under Xvfb), nmap -sV and its smb-protocols script. Each test
 //! asserts that the client's credentials, sent in its second or later message, reach the
-//! records. Not here: ms-sql-ntlm-info (Debian's nmap 7.93 fails in every ms-sql-* script,
-//! nmap/nmap#2622; the same NTLM-in-LOGIN7 path is driven by tsql with a domain user) and
-//! rdp-ntlm-info (needs CredSSP over TLS, which the RDP responder does not offer yet).
+//! records; rdp-ntlm-info reads the CHALLENGE we send inside CredSSP. Not here:
+//! ms-sql-ntlm-info (Debian's nmap 7.93 fails in every ms-sql-* script, nmap/nmap#2622; the
+//! same NTLM-in-LOGIN7 path is driven by tsql with a domain user).
 
 mod common;
 
@@ -171,33 +171,105 @@ fn tsql_windows_login_yields_ntlm() {
     );
 }
 
-fn xfreerdp_user_and_client_name_are_recorded() {
+/// xfreerdp (under Xvfb) against 127.0.0.1:3389 with `extra` arguments; its output.
+fn xfreerdp(ns: &Netns, extra: &[&str]) -> String {
+    let mut args = vec![
+        "timeout",
+        "20",
+        "xvfb-run",
+        "-a",
+        "xfreerdp",
+        "/v:127.0.0.1:3389",
+        "/p:pw",
+        "/auth-only",
+        "/cert:ignore",
+    ];
+    args.extend_from_slice(extra);
+    text(&client(ns, &args))
+}
+
+fn xfreerdp_nla_yields_user_domain_and_netntlmv2() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
-    client(
-        &ns,
-        &[
-            "timeout",
-            "20",
-            "xvfb-run",
-            "-a",
-            "xfreerdp",
-            "/v:127.0.0.1:3389",
-            "/u:rdpuser",
-            "/p:pw",
-            "/auth-only",
-            "/cert:ignore",
-        ],
-    );
-    let r = wait_for(&sensor, 3389, |r| r["user"]["name"] == "rdpuser")
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(r["spip"]["rdp"]["cookie"], "mstshash=rdpuser");
-    // FreeRDP falls back to standard RDP security and sends its client core data.
+    let out = xfreerdp(&ns, &["/u:rdpuser", "/d:CORP"]);
     let r = wait_for(&sensor, 3389, |r| {
-        r["spip"]["rdp"]["message"] == "mcs_connect_initial"
+        r["spip"]["ntlm"]["message"] == "authenticate"
+    })
+    .unwrap_or_else(|e| panic!("{out}\n{e}"));
+    assert_eq!(r["user"]["name"], "rdpuser", "{r:#}");
+    assert_eq!(r["user"]["domain"], "CORP");
+    // Inside TLS, as every record of a TLS layer says.
+    assert_eq!(r["network"]["protocol"], "tls");
+    assert_eq!(r["spip"]["rdp"]["message"], "credssp");
+    let ntlm = &r["spip"]["ntlm"];
+    assert_eq!(ntlm["response"], "v2");
+    assert!(
+        !ntlm["workstation"].as_str().unwrap_or("").is_empty(),
+        "{ntlm}"
+    );
+    assert!(
+        ntlm["hashcat"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("rdpuser::CORP:"),
+        "{ntlm}"
+    );
+    // Refused as Windows refuses it: CredSSP's errorCode STATUS_LOGON_FAILURE.
+    assert!(out.contains("LOGON_FAILURE"), "{out}");
+    // The Connection Request before TLS: the cookie and CredSSP asked for.
+    let cr = wait_for(&sensor, 3389, |r| {
+        r["spip"]["rdp"]["message"] == "connection_request"
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    assert!(!r["spip"]["rdp"]["client_name"].as_str().unwrap().is_empty());
+    assert_eq!(cr["spip"]["rdp"]["cookie"], "mstshash=rdpuser");
+}
+
+fn xfreerdp_tls_and_standard_security_record_the_client_core() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "");
+    for sec in ["/sec:tls", "/sec:rdp"] {
+        let out = xfreerdp(&ns, &["/u:rdpuser", sec]);
+        let r = wait_for(&sensor, 3389, |r| {
+            r["spip"]["rdp"]["message"] == "mcs_connect_initial"
+                && (sec == "/sec:rdp") == r["tls"].is_null()
+        })
+        .unwrap_or_else(|e| panic!("{sec}: {out}\n{e}"));
+        assert!(
+            !r["spip"]["rdp"]["client_name"]
+                .as_str()
+                .unwrap_or("")
+                .is_empty(),
+            "{sec}: {r:#}"
+        );
+    }
+}
+
+fn nmap_rdp_ntlm_info_reads_our_challenge() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "banner_hostname = \"fileserver01\"");
+    let out = ns.run(&[
+        "nmap",
+        "-Pn",
+        "-n",
+        "-p",
+        "3389",
+        "--script",
+        "rdp-ntlm-info",
+        "127.0.0.1",
+    ]);
+    let scan = String::from_utf8_lossy(&out.stdout);
+    assert!(scan.contains("Target_Name: FILESERVER01"), "{scan}");
+    assert!(
+        scan.contains("NetBIOS_Computer_Name: FILESERVER01"),
+        "{scan}"
+    );
+    assert!(scan.contains("DNS_Computer_Name: fileserver01"), "{scan}");
+    assert!(scan.contains("Product_Version: 10.0.17763"), "{scan}");
+    let r = wait_for(&sensor, 3389, |r| {
+        r["spip"]["ntlm"]["message"] == "negotiate"
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r["spip"]["rdp"]["credssp_version"], 96);
 }
 
 fn nmap_names_the_services_and_smb_protocols_runs() {
@@ -233,7 +305,9 @@ common::test_main! {
         smbclient_on_139_speaks_netbios_first,
         tsql_login_and_password_are_recorded,
         tsql_windows_login_yields_ntlm,
-        xfreerdp_user_and_client_name_are_recorded,
+        xfreerdp_nla_yields_user_domain_and_netntlmv2,
+        xfreerdp_tls_and_standard_security_record_the_client_core,
+        nmap_rdp_ntlm_info_reads_our_challenge,
         nmap_names_the_services_and_smb_protocols_runs,
     ],
     no_root: [],

@@ -17,6 +17,8 @@
 use crate::json::JsonWriter;
 use std::net::SocketAddr;
 
+pub mod credssp;
+pub mod der;
 mod line;
 pub mod ntlm;
 #[cfg(test)]

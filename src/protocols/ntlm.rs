@@ -11,6 +11,7 @@
 //!
 //! all hex in lower case, user and domain as UTF-8.
 
+use super::der;
 use crate::json::{JsonWriter, write_hex, write_json_string_content};
 
 /// `NTLMSSP\0`: every NTLM message starts with it.
@@ -456,6 +457,35 @@ pub fn write_challenge(
     desc[4..].copy_from_slice(&info_offset.to_le_bytes());
 }
 
+/// The NTLMSSP mechanism OID, DER.
+const NTLMSSP_OID: &[u8] = b"\x06\x0a\x2b\x06\x01\x04\x01\x82\x37\x02\x02\x0a";
+/// negState accept-incomplete: `[0] ENUMERATED 1`.
+const NEG_STATE_INCOMPLETE: &[u8] = &[0xa0, 0x03, 0x0a, 0x01, 0x01];
+
+/// The members of a SPNEGO NegTokenResp carrying a CHALLENGE of `token_len` bytes.
+fn spnego_fields_len(token_len: usize) -> usize {
+    NEG_STATE_INCOMPLETE.len() + der::size(NTLMSSP_OID.len()) + der::size(der::size(token_len))
+}
+
+/// The size of the SPNEGO NegTokenResp (accept-incomplete, NTLMSSP) around a CHALLENGE of
+/// `token_len` bytes, the CHALLENGE included: for clients that wrapped their NEGOTIATE.
+pub fn spnego_challenge_len(token_len: usize) -> usize {
+    der::size(der::size(spnego_fields_len(token_len)))
+}
+
+/// Writes that NegTokenResp up to its response token; the caller writes the CHALLENGE
+/// (`token_len` bytes) next.
+pub fn write_spnego_challenge_head(out: &mut Vec<u8>, token_len: usize) {
+    let fields = spnego_fields_len(token_len);
+    der::write_header(out, der::context(1), der::size(fields));
+    der::write_header(out, der::SEQUENCE, fields);
+    out.extend_from_slice(NEG_STATE_INCOMPLETE);
+    der::write_header(out, der::context(1), NTLMSSP_OID.len());
+    out.extend_from_slice(NTLMSSP_OID);
+    der::write_header(out, der::context(2), der::size(token_len));
+    der::write_header(out, der::OCTET_STRING, token_len);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,6 +588,28 @@ mod tests {
         let info = field(&out, 40).unwrap();
         assert!(info.ends_with(&[0, 0, 0, 0]));
         assert_eq!(&info[..4], &[2, 0, 14, 0]);
+    }
+
+    #[test]
+    fn spnego_lengths_hold_for_any_challenge_size() {
+        for token_len in [10, 100, 120, 200, 300, 4000] {
+            let mut out = Vec::new();
+            write_spnego_challenge_head(&mut out, token_len);
+            out.resize(out.len() + token_len, 0);
+            assert_eq!(
+                out.len(),
+                spnego_challenge_len(token_len),
+                "token of {token_len}"
+            );
+            let (resp, rest) = der::Element::read(&out).unwrap();
+            assert!(rest.is_empty(), "token of {token_len}");
+            let seq = der::Element::read_tagged(resp.contents, der::SEQUENCE).unwrap();
+            let tags: Vec<u8> = seq.children().map(|e| e.tag).collect();
+            assert_eq!(tags, [0xa0, 0xa1, 0xa2], "token of {token_len}");
+            let token = seq.children().nth(2).unwrap();
+            let octets = der::Element::read_tagged(token.contents, der::OCTET_STRING).unwrap();
+            assert_eq!(octets.contents.len(), token_len);
+        }
     }
 
     #[test]
