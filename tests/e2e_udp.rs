@@ -415,6 +415,51 @@ fn iptables_backend_tproxies_udp_and_remove_is_exact() {
     assert_eq!(code, 0);
 }
 
+fn udp_datagrams_count_in_the_source_scan_summary() {
+    let (host, peer) = host_and_peer();
+    let mut sensor = Sensor::start(
+        &host,
+        "udp = true\nscan_summaries = true\nscan_summary_interval_seconds = 1\n",
+    );
+    redirect(&host, "apply");
+    // Five ports at once (nothing answers unknown bytes).
+    peer.within(|| {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for port in 7001..7006u16 {
+            let dst: SocketAddr = format!("{HOST4}:{port}").parse().unwrap();
+            s.send_to(b"probe\n", dst).unwrap();
+        }
+    });
+    // Summed over the summaries written so far (an interval may end between datagrams).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let summaries: Vec<Value> = sensor
+            .records()
+            .into_iter()
+            .filter(|r| r["event"]["kind"] == "metric" && r["source"]["ip"] == PEER4)
+            .collect();
+        let udp: u64 = summaries
+            .iter()
+            .map(|r| r["spip"]["scan"]["udp"].as_u64().unwrap_or(0))
+            .sum();
+        if udp == 5 {
+            assert!(
+                summaries.iter().all(|r| r["tags"][0] == "spoofable"),
+                "{summaries:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{udp} of 5 datagrams in summaries: {summaries:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    redirect(&host, "remove");
+    let (code, _) = sensor.stop();
+    assert_eq!(code, 0);
+}
+
 fn redirect_udp_dry_run_prints_tproxy_rules() {
     let out = std::process::Command::new(bin())
         .args([
@@ -447,6 +492,7 @@ common::test_main! {
         real_clients_and_replies_from_the_original_address_within_the_request_size,
         a_source_over_its_reply_budget_gets_no_more_replies,
         iptables_backend_tproxies_udp_and_remove_is_exact,
+        udp_datagrams_count_in_the_source_scan_summary,
     ],
     no_root: [
         redirect_udp_dry_run_prints_tproxy_rules,
