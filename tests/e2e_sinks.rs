@@ -193,14 +193,15 @@ fn stop(child: &mut Child) -> i32 {
 
 fn a_full_disk_never_tears_a_line_and_writing_resumes_when_space_returns() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
-    let fs = Tmpfs::mount("1m");
+    // Room for all 300 records (about 3.5 KB each) once the ballast is gone.
+    let fs = Tmpfs::mount("4m");
     // Ballast leaves about 64 KiB free.
     let ballast = fs.0.join("ballast");
-    std::fs::write(&ballast, vec![0u8; 1024 * 1024 - 64 * 1024]).unwrap();
+    std::fs::write(&ballast, vec![0u8; 4 * 1024 * 1024 - 64 * 1024]).unwrap();
     let log = fs.0.join("records.jsonl");
     let errs = temp_dir("stderr").join("stderr.txt");
     let mut sensor = start_logging_to(&ns, &log, &errs, "");
-    // ~1.5 KB records: far more than 64 KiB.
+    // ~3.5 KB records: far more than 64 KiB.
     assert_eq!(flood(&ns, 0, 300, 1000), 300);
     std::thread::sleep(Duration::from_millis(500));
     let partial = ports_on_disk(&fs.0, "records.jsonl");

@@ -336,6 +336,7 @@ impl Runner {
     fn run(mut self) {
         let sh = self.shared.clone();
         let mut retry_at: Option<Instant> = None;
+        let mut drain_retried = false;
         loop {
             let mut st = sh.lock();
             if st.abandoned {
@@ -362,6 +363,12 @@ impl Runner {
                     );
                 }
                 break;
+            }
+            if st.closing.is_some() && !drain_retried {
+                // The drain starts with one attempt at once, whatever the backoff said: the
+                // outage may be over (space freed, server back), and this is the last chance.
+                drain_retried = true;
+                retry_at = None;
             }
             if let Some(t) = retry_at
                 && now < t
