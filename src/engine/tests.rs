@@ -1,4 +1,6 @@
 //! The engine in memory: bytes, splits and timeouts in; replies, records and close reasons out.
+//!
+//! Test code only: its parent declares it under #[cfg(test)].
 
 use super::*;
 use crate::protocols::testing::assert_unique_keys;

@@ -2,6 +2,8 @@
 //! in (split as the test likes), turns, replies and record fields out. It frames exactly as
 //! the engine does (incremental `frame` calls with `new_from`); the end of the input counts as
 //! a client pause.
+//!
+//! Test code only: its parent declares it under #[cfg(test)].
 
 use super::{After, Context, Framing, Responder, Settings, TurnFields};
 use crate::json::JsonWriter;

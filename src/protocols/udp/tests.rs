@@ -1,4 +1,6 @@
 //! Each responder on real client datagrams (tests/data/udp/SOURCES says where they came from).
+//!
+//! Test code only: its parent declares it under #[cfg(test)].
 
 use super::*;
 use std::time::SystemTime;
