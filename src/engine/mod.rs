@@ -821,18 +821,18 @@ impl Core {
         self.turns += 1;
         let ctx = self.context(cfg);
         let layer = tls.map(TlsFacts::layer);
-        let mut record = RecordTurn {
+        let record = RecordTurn {
             core: self,
             cfg,
-            ctx: &ctx,
             turn,
             layer,
             truncated,
             now,
             out,
-            tx,
+            answer: Some((&ctx, tx)),
+            ending: None,
         };
-        match responder.visit(&mut record) {
+        match responder.visit(record) {
             protocols::After::KeepOpen => {}
             protocols::After::Close => self.close = Some(CloseReason::Protocol),
             protocols::After::StartTls => {
@@ -960,15 +960,16 @@ impl Core {
                 let truncated = framing == Framing::NeedMore
                     || (reason == CloseReason::PayloadCap && framing != Framing::AtPause);
                 let layer = tls.map(TlsFacts::layer);
-                responder.visit(WriteRest {
+                responder.visit(RecordTurn {
                     core: self,
                     cfg,
-                    payload: pending,
+                    turn: pending,
                     layer,
                     truncated,
-                    reason,
                     now,
                     out,
+                    answer: None,
+                    ending: Some(reason),
                 });
             }
         }
@@ -1099,25 +1100,33 @@ impl Visitor for FrameTurn<'_> {
     }
 }
 
-/// Parse, answer and record one turn with the active responder (parsed once for both).
+/// Parse one turn with the active responder, answer it, and record it (parsed once for
+/// both); or, as the connection ends, only record what is left.
 struct RecordTurn<'a, 'b, O> {
     core: &'a mut Core,
     cfg: &'a EngineConfig,
-    ctx: &'a Context<'b>,
     turn: &'a [u8],
     layer: Option<TlsLayer<'a>>,
     truncated: bool,
     now: Instant,
     out: &'a mut O,
-    tx: &'a mut Vec<u8>,
+    /// Where the reply goes; `None` when the connection is ending.
+    answer: Option<(&'a Context<'b>, &'a mut Vec<u8>)>,
+    /// The close reason of a connection that is ending.
+    ending: Option<CloseReason>,
 }
 
-impl<O: RecordOut> Visitor for &mut RecordTurn<'_, '_, O> {
+impl<O: RecordOut> Visitor for RecordTurn<'_, '_, O> {
     type Out = protocols::After;
     fn visit<R: Responder>(self, r: &mut R) -> protocols::After {
         let view = r.parse(self.turn);
-        let after = r.reply(&view, self.ctx, self.tx);
-        let close = (after == protocols::After::Close).then_some(CloseReason::Protocol);
+        let after = match self.answer {
+            Some((ctx, tx)) => r.reply(&view, ctx, tx),
+            None => protocols::After::KeepOpen,
+        };
+        let close = self
+            .ending
+            .or((after == protocols::After::Close).then_some(CloseReason::Protocol));
         let content = Content {
             payload: self.turn,
             fields: &view,
@@ -1135,41 +1144,6 @@ impl<O: RecordOut> Visitor for &mut RecordTurn<'_, '_, O> {
             self.out,
         );
         after
-    }
-}
-
-/// Record (without answering) the bytes left when the connection ends.
-struct WriteRest<'a, O> {
-    core: &'a mut Core,
-    cfg: &'a EngineConfig,
-    payload: &'a [u8],
-    layer: Option<TlsLayer<'a>>,
-    truncated: bool,
-    reason: CloseReason,
-    now: Instant,
-    out: &'a mut O,
-}
-
-impl<O: RecordOut> Visitor for WriteRest<'_, O> {
-    type Out = ();
-    fn visit<R: Responder>(self, r: &mut R) {
-        let view = r.parse(self.payload);
-        let content = Content {
-            payload: self.payload,
-            fields: &view,
-            tls: self.layer,
-        };
-        let turn = self.core.turns;
-        self.core.write(
-            self.cfg,
-            Some(&content),
-            turn,
-            self.truncated,
-            false,
-            Some(self.reason),
-            self.now,
-            self.out,
-        );
     }
 }
 
