@@ -93,7 +93,7 @@ fn every_record_arrives_once_through_faults_and_rejects_are_dead_lettered() {
     poke(&ns, (0..10).map(payload).collect());
     let phase1 = 10 - (0..10).filter(|i| i % 5 == 1).count();
     assert!(
-        wait_for(Duration::from_secs(30), || bulk.with(|c| c.docs.len())
+        wait_for(Duration::from_secs(60), || bulk.with(|c| c.docs.len())
             >= phase1),
         "phase 1: {:?}\n{}",
         bulk.with(|c| c.docs.len()),
@@ -123,7 +123,7 @@ fn every_record_arrives_once_through_faults_and_rejects_are_dead_lettered() {
             .collect::<Vec<_>>()
     };
     assert!(
-        wait_for(Duration::from_secs(45), || {
+        wait_for(Duration::from_secs(90), || {
             bulk.with(|c| c.docs.len()) >= expected && dead_lines().len() >= rejected_total
         }),
         "docs {} dead {}\n{}",

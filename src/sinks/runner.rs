@@ -576,6 +576,9 @@ impl Runner {
             c.batches.fetch_add(1, Ordering::Relaxed);
         }
         sh.dropped(rejected);
+        // Records the server refused for good are not budget drops: the "budget is full"
+        // notice below must not count them.
+        self.dropped_mark += rejected as u64;
         let Some(error) = error else {
             self.recovered();
             return None;
