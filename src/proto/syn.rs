@@ -236,11 +236,7 @@ mod tests {
     use super::*;
 
     fn unhex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        crate::inspect::decode_hex(s).expect("test hex")
     }
 
     /// SYNs captured with tcpdump in a network namespace (loopback, so MSS 65495 and 65476).

@@ -1003,10 +1003,7 @@ mod tests {
     use crate::protocols::testing::{Transcript, assert_splits_agree, converse};
 
     fn hex(s: &str) -> Vec<u8> {
-        let s: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-        s.chunks(2)
-            .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
-            .collect()
+        crate::inspect::decode_hex(s).expect("test hex")
     }
 
     /// `curl --http2-prior-knowledge http://127.0.0.1:8461/SECRET?q=1 -A agent/1.0` (curl

@@ -490,10 +490,7 @@ mod tests {
     use crate::protocols::testing::{assert_splits_agree, converse};
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        crate::inspect::decode_hex(s).expect("test hex")
     }
 
     /// `tsql -H 127.0.0.1 -p 14331 -U sa -P pw` (FreeTDS 1.3.17): PRELOGIN, LOGIN7.

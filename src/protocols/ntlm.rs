@@ -492,10 +492,7 @@ mod tests {
     use crate::protocols::testing::fields;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        crate::inspect::decode_hex(s).expect("test hex")
     }
 
     /// smbclient 4.17's AUTHENTICATE, from tests/data/ntlm/smbclient-authenticate.hex.

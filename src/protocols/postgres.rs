@@ -314,10 +314,7 @@ mod tests {
     use crate::protocols::testing::{assert_splits_agree, converse};
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        crate::inspect::decode_hex(s).expect("test hex")
     }
 
     /// `PGPASSWORD=hunter2 PGAPPNAME=myapp psql -h 127.0.0.1 -U SECRET -d shop` (psql 15.18):

@@ -559,10 +559,7 @@ mod tests {
     use crate::protocols::testing::{assert_splits_agree, converse, converse_on};
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        crate::inspect::decode_hex(s).expect("test hex")
     }
 
     /// smbclient 4.17 (`smbclient -L //127.0.0.1 -U USER%pw`): NEGOTIATE, SESSION_SETUP with

@@ -264,11 +264,7 @@ pub(crate) mod tests {
     const RFC_HEX: &str = include_str!("../../../tests/data/udp/rfc9001_a2_client_initial.hex");
 
     fn unhex(h: &str) -> Vec<u8> {
-        let h = h.trim();
-        (0..h.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
-            .collect()
+        crate::inspect::decode_hex(h).expect("test hex")
     }
 
     /// A client Initial carrying `frames`, padded to 1200 bytes, protected as a client does.
