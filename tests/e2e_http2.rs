@@ -10,19 +10,6 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Waits until a record on `port` satisfies `found` (or 10 s pass); returns the records on
-/// `port`.
-fn wait_for(sensor: &Sensor, port: u16, found: impl Fn(&Value) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let recs = with_dport(&sensor.records(), port);
-        if recs.iter().any(&found) || Instant::now() > deadline {
-            return recs;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn the_request<'a>(recs: &'a [Value], path: &str) -> &'a Value {
     recs.iter()
         .find(|r| r["url"]["path"] == path)
@@ -50,7 +37,7 @@ fn curl_h2c_get_and_post_are_answered_and_recorded() {
         ],
     );
     assert_eq!(body, "127.0.0.1", "the answer is the client's IP");
-    let recs = wait_for(&sensor, 8081, |r| r["url"]["path"] == "/SECRET");
+    let recs = sensor.wait_for(8081, "/SECRET", |r| r["url"]["path"] == "/SECRET");
     let r = the_request(&recs, "/SECRET");
     assert_eq!(r["network"]["protocol"], "http");
     assert_eq!(r["http"]["version"], "2");
@@ -83,7 +70,7 @@ fn curl_h2c_get_and_post_are_answered_and_recorded() {
         ],
     );
     assert_eq!(body, "127.0.0.1");
-    let recs = wait_for(&sensor, 8082, |r| r["url"]["path"] == "/login");
+    let recs = sensor.wait_for(8082, "/login", |r| r["url"]["path"] == "/login");
     let r = the_request(&recs, "/login");
     assert_eq!(r["http"]["request"]["method"], "POST");
     assert_eq!(
@@ -142,7 +129,7 @@ fn client_waiting_for_our_settings_then_requesting() {
     assert_eq!(first.len(), 49, "{first:02x?}");
     assert_eq!(&first[3..5], &[4, 0], "SETTINGS first: {first:02x?}");
     assert!(second.ends_with(b"127.0.0.1"), "{second:02x?}");
-    let recs = wait_for(&sensor, 8083, |r| r["url"]["path"] == "/SECRET");
+    let recs = sensor.wait_for(8083, "/SECRET", |r| r["url"]["path"] == "/SECRET");
     let r = the_request(&recs, "/SECRET");
     assert_eq!(r["url"]["query"], "q=1");
     assert_eq!(r["user_agent"]["original"], "agent/1.0");
@@ -175,7 +162,9 @@ fn curl_tls_h2_request_is_recorded() {
         ],
     );
     assert_eq!(body, "127.0.0.1");
-    let recs = wait_for(&sensor, 4444, |r| r["url"]["path"] == "/SECRET/admin.php");
+    let recs = sensor.wait_for(4444, "/SECRET/admin.php", |r| {
+        r["url"]["path"] == "/SECRET/admin.php"
+    });
     let r = the_request(&recs, "/SECRET/admin.php");
     assert_eq!(r["tls"]["alpn"], "h2");
     assert_eq!(r["http"]["version"], "2");

@@ -16,22 +16,9 @@ const SECS5: Duration = Duration::from_secs(5);
 /// Waits until a record to `port` has `value` at the JSON `pointer` (e.g.
 /// `/spip/ftp/password`), and returns the records to that port.
 fn wait_field(sensor: &Sensor, port: u16, pointer: &str, value: &str) -> Vec<Value> {
-    let deadline = Instant::now() + SECS5;
-    loop {
-        let recs = with_dport(&sensor.records(), port);
-        if recs
-            .iter()
-            .any(|r| r.pointer(pointer) == Some(&Value::from(value)))
-        {
-            return recs;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no record to port {port} with {pointer} = {value:?}: {recs:#?}\n{}",
-            sensor.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    sensor.wait_for(port, &format!("{pointer} = {value:?}"), |r| {
+        r.pointer(pointer) == Some(&Value::from(value))
+    })
 }
 
 /// Runs a client in the namespace; it may fail (the login is refused), but must not hang.
@@ -95,15 +82,19 @@ fn swaks_mail_and_auth_are_recorded() {
         ],
     );
     assert!(out.contains("250 2.0.0 Ok: queued as"), "{out}");
-    let recs = wait_field(&sensor, 25, "/email/to/address", "SECRET@y.org");
+    // The message is the last record of the session: wait for it, then check the envelope.
+    let recs = sensor.wait_for(25, "the message", |r| {
+        r["spip"]["smtp"]["message_bytes"].is_u64()
+    });
     assert!(
         recs.iter()
-            .any(|r| r["email"]["from"]["address"] == "a@x.org")
+            .any(|r| r["email"]["from"]["address"] == "a@x.org"),
+        "{recs:#?}"
     );
     assert!(
         recs.iter()
-            .any(|r| r["spip"]["smtp"]["message_bytes"].is_u64()),
-        "the message is recorded: {recs:#?}"
+            .any(|r| r["email"]["to"]["address"] == "SECRET@y.org"),
+        "{recs:#?}"
     );
     client(
         &ns,

@@ -9,11 +9,8 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
 use std::process::Output;
-use std::time::Duration;
 
-const SECS10: Duration = Duration::from_secs(10);
 
 /// Runs a client that is expected to fail its login (its exit status is not checked).
 fn client(ns: &Netns, args: &[&str]) -> Output {
@@ -28,21 +25,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// Waits until a record on `port` satisfies `found`; the records on that port otherwise.
-fn wait_for(sensor: &Sensor, port: u16, found: impl Fn(&Value) -> bool) -> Result<Value, String> {
-    let deadline = std::time::Instant::now() + SECS10;
-    loop {
-        let recs = with_dport(&sensor.records(), port);
-        if let Some(r) = recs.iter().find(|r| found(r)) {
-            return Ok(r.clone());
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(format!("{recs:#?}"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn smbclient_user_and_netntlmv2_are_recorded() {
@@ -65,8 +47,9 @@ fn smbclient_user_and_netntlmv2_are_recorded() {
         "{}",
         text(&out)
     );
-    let r =
-        wait_for(&sensor, 445, |r| r["user"]["name"] == "alice").unwrap_or_else(|e| panic!("{e}"));
+    let r = sensor
+        .find_record(445, |r| r["user"]["name"] == "alice")
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r["user"]["domain"], "CORP");
     assert_eq!(r["network"]["protocol"], "smb");
     assert_eq!(r["spip"]["smb"]["command"], "session_setup");
@@ -107,7 +90,9 @@ fn smbclient_on_139_speaks_netbios_first() {
         "{}",
         text(&out)
     );
-    wait_for(&sensor, 139, |r| r["user"]["name"] == "bob").unwrap_or_else(|e| panic!("{e}"));
+    sensor
+        .find_record(139, |r| r["user"]["name"] == "bob")
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn tsql_login_and_password_are_recorded() {
@@ -134,8 +119,9 @@ fn tsql_login_and_password_are_recorded() {
         "{}",
         text(&out)
     );
-    let r =
-        wait_for(&sensor, 1433, |r| r["user"]["name"] == "sa").unwrap_or_else(|e| panic!("{e}"));
+    let r = sensor
+        .find_record(1433, |r| r["user"]["name"] == "sa")
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r["network"]["protocol"], "mssql");
     assert_eq!(r["spip"]["mssql"]["password"], "hunter2");
     assert_eq!(r["spip"]["mssql"]["app_name"], "TSQL");
@@ -160,8 +146,9 @@ fn tsql_windows_login_yields_ntlm() {
             "pw",
         ],
     );
-    let r =
-        wait_for(&sensor, 1433, |r| r["user"]["name"] == "bob").unwrap_or_else(|e| panic!("{e}"));
+    let r = sensor
+        .find_record(1433, |r| r["user"]["name"] == "bob")
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r["user"]["domain"], "CORP");
     assert!(
         r["spip"]["ntlm"]["hashcat"]
@@ -192,10 +179,9 @@ fn xfreerdp_nla_yields_user_domain_and_netntlmv2() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
     let out = xfreerdp(&ns, &["/u:rdpuser", "/d:CORP"]);
-    let r = wait_for(&sensor, 3389, |r| {
-        r["spip"]["ntlm"]["message"] == "authenticate"
-    })
-    .unwrap_or_else(|e| panic!("{out}\n{e}"));
+    let r = sensor
+        .find_record(3389, |r| r["spip"]["ntlm"]["message"] == "authenticate")
+        .unwrap_or_else(|e| panic!("{out}\n{e}"));
     assert_eq!(r["user"]["name"], "rdpuser", "{r:#}");
     assert_eq!(r["user"]["domain"], "CORP");
     // Inside TLS, as every record of a TLS layer says.
@@ -217,10 +203,11 @@ fn xfreerdp_nla_yields_user_domain_and_netntlmv2() {
     // Refused as Windows refuses it: CredSSP's errorCode STATUS_LOGON_FAILURE.
     assert!(out.contains("LOGON_FAILURE"), "{out}");
     // The Connection Request before TLS: the cookie and CredSSP asked for.
-    let cr = wait_for(&sensor, 3389, |r| {
-        r["spip"]["rdp"]["message"] == "connection_request"
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let cr = sensor
+        .find_record(3389, |r| {
+            r["spip"]["rdp"]["message"] == "connection_request"
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cr["spip"]["rdp"]["cookie"], "mstshash=rdpuser");
 }
 
@@ -229,11 +216,12 @@ fn xfreerdp_tls_and_standard_security_record_the_client_core() {
     let sensor = Sensor::start(&ns, "");
     for sec in ["/sec:tls", "/sec:rdp"] {
         let out = xfreerdp(&ns, &["/u:rdpuser", sec]);
-        let r = wait_for(&sensor, 3389, |r| {
-            r["spip"]["rdp"]["message"] == "mcs_connect_initial"
-                && (sec == "/sec:rdp") == r["tls"].is_null()
-        })
-        .unwrap_or_else(|e| panic!("{sec}: {out}\n{e}"));
+        let r = sensor
+            .find_record(3389, |r| {
+                r["spip"]["rdp"]["message"] == "mcs_connect_initial"
+                    && (sec == "/sec:rdp") == r["tls"].is_null()
+            })
+            .unwrap_or_else(|e| panic!("{sec}: {out}\n{e}"));
         assert!(
             !r["spip"]["rdp"]["client_name"]
                 .as_str()
@@ -265,10 +253,9 @@ fn nmap_rdp_ntlm_info_reads_our_challenge() {
     );
     assert!(scan.contains("DNS_Computer_Name: fileserver01"), "{scan}");
     assert!(scan.contains("Product_Version: 10.0.17763"), "{scan}");
-    let r = wait_for(&sensor, 3389, |r| {
-        r["spip"]["ntlm"]["message"] == "negotiate"
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let r = sensor
+        .find_record(3389, |r| r["spip"]["ntlm"]["message"] == "negotiate")
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r["spip"]["rdp"]["credssp_version"], 96);
 }
 
@@ -295,7 +282,8 @@ fn nmap_names_the_services_and_smb_protocols_runs() {
     assert!(scan.contains("3389/tcp open  ms-wbt-server"), "{scan}");
     // smb-protocols lists the dialects we negotiate (SMB1 is off, as on Windows since 2017).
     assert!(scan.contains("|_    311"), "{scan}");
-    wait_for(&sensor, 445, |r| r["spip"]["smb"]["command"] == "negotiate")
+    sensor
+        .find_record(445, |r| r["spip"]["smb"]["command"] == "negotiate")
         .unwrap_or_else(|e| panic!("{e}"));
 }
 

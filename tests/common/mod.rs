@@ -382,14 +382,43 @@ impl Sensor {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
-    /// All records written so far (each line must be valid JSON).
+    /// All records written so far (each whole line must be valid JSON). A last line without its
+    /// newline is still being written and is left for the next read.
     pub fn records(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines()
+        let whole = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+        whole
+            .lines()
             .map(|l| {
                 serde_json::from_str(l).unwrap_or_else(|e| panic!("invalid record line {l:?}: {e}"))
             })
             .collect()
+    }
+
+    /// Waits up to 10 s for a record to `port` that satisfies `found`, and returns it, or the
+    /// records to that port (pretty-printed) when none came. Records of one connection are
+    /// written in order but in batches, so a test waits for the last record it checks.
+    pub fn find_record(&self, port: u16, found: impl Fn(&Value) -> bool) -> Result<Value, String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let recs = with_dport(&self.records(), port);
+            if let Some(r) = recs.iter().find(|r| found(r)) {
+                return Ok(r.clone());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{recs:#?}\n{}", self.stderr()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Like [`Sensor::find_record`], but returns all records to `port` once one satisfies
+    /// `found`, and panics (naming `what`) when none came.
+    pub fn wait_for(&self, port: u16, what: &str, found: impl Fn(&Value) -> bool) -> Vec<Value> {
+        if let Err(seen) = self.find_record(port, found) {
+            panic!("no record to port {port} with {what}: {seen}");
+        }
+        with_dport(&self.records(), port)
     }
 
     /// Waits until at least `n` records exist (or the timeout), and returns them.
