@@ -18,6 +18,7 @@
 pub mod tls;
 
 use crate::fingerprint::community_id::community_id_v1;
+use crate::fingerprint::{TlsClient, TlsFingerprints};
 use crate::proto::tls::{HelloFramer, HelloStatus};
 use crate::protocols::{self, Active, Context, Detected, Framing, Responder, Settings, Visitor};
 use crate::record::{CloseReason, ConnMeta, Content, TlsLayer, TurnMeta, write_record};
@@ -129,6 +130,14 @@ impl RecordOut for Vec<u8> {
     }
 }
 
+/// What one call into the engine carries through its steps: the configuration, the time of
+/// the call and where its records go.
+struct Step<'a, O> {
+    cfg: &'a EngineConfig,
+    now: Instant,
+    out: &'a mut O,
+}
+
 /// What the socket layer knows at accept.
 #[derive(Debug, Clone, Copy)]
 pub struct Accepted {
@@ -205,14 +214,29 @@ struct TlsConn {
 /// What every record of a TLS connection carries.
 struct TlsFacts {
     hello: Vec<u8>,
+    /// The hello's fingerprints, computed once (`None`: not a complete, valid hello).
+    fingerprints: Option<TlsFingerprints>,
     /// Set once the handshake completed or failed.
     info: Option<TlsInfo>,
 }
 
 impl TlsFacts {
+    fn new(hello: Vec<u8>, info: Option<TlsInfo>) -> Self {
+        let fingerprints = crate::fingerprint::tls_client(&hello).map(|c| c.detach());
+        TlsFacts {
+            hello,
+            fingerprints,
+            info,
+        }
+    }
+
+    fn client(&self) -> Option<TlsClient<'_>> {
+        self.fingerprints.map(|f| f.attach(&self.hello))
+    }
+
     fn layer(&self) -> TlsLayer<'_> {
         TlsLayer {
-            client: crate::fingerprint::tls_client(&self.hello),
+            client: self.client(),
             session: self.info.as_ref(),
         }
     }
@@ -336,24 +360,23 @@ impl Connection {
         let data = &data[..data.len().min(self.read_room(cfg))];
         self.core.received += data.len();
         self.core.read_deadline = now + cfg.read_timeout;
+        let step = &mut Step { cfg, now, out };
         match &mut self.phase {
             Phase::Plain(app) => {
                 let mut tx = std::mem::take(&mut self.core.transmit);
-                let tls_hello =
-                    self.core
-                        .input(cfg, app, &mut self.pending, None, data, now, out, &mut tx);
+                let tls_hello = self
+                    .core
+                    .input(step, app, &mut self.pending, None, data, &mut tx);
                 self.core.transmit = tx;
                 if let Some(hello_len) = tls_hello {
-                    self.start_tls(cfg, hello_len, now, out);
+                    self.start_tls(step, hello_len);
                 }
             }
-            Phase::Tls(tls) => self
-                .core
-                .tls_input(cfg, tls, &mut self.pending, data, now, out),
+            Phase::Tls(tls) => self.core.tls_input(step, tls, &mut self.pending, data),
             Phase::Closed => {}
         }
         if self.core.close.is_none() && self.core.received >= cfg.max_payload_bytes {
-            self.finish(cfg, CloseReason::PayloadCap, now, out);
+            self.finish(step, CloseReason::PayloadCap);
         }
     }
 
@@ -362,6 +385,7 @@ impl Connection {
         if self.core.close.is_some() {
             return;
         }
+        let step = &mut Step { cfg, now, out };
         if self.core.pause_at.is_some_and(|at| now >= at) {
             self.core.pause_at = None;
             let layer = match &mut self.phase {
@@ -371,9 +395,9 @@ impl Connection {
             };
             if let Some((app, facts)) = layer {
                 let mut tx = Vec::new();
-                let tls_hello =
-                    self.core
-                        .pause(cfg, app, &mut self.pending, facts, now, out, &mut tx);
+                let tls_hello = self
+                    .core
+                    .pause(step, app, &mut self.pending, facts, &mut tx);
                 match &mut self.phase {
                     Phase::Tls(tls) => {
                         tls.session.send(&tx);
@@ -382,7 +406,7 @@ impl Connection {
                     _ => self.core.transmit.extend_from_slice(&tx),
                 }
                 if let Some(hello_len) = tls_hello {
-                    self.start_tls(cfg, hello_len, now, out);
+                    self.start_tls(step, hello_len);
                 }
             }
         }
@@ -396,7 +420,7 @@ impl Connection {
             return;
         };
         if self.core.close.is_none() {
-            self.finish(cfg, reason, now, out);
+            self.finish(step, reason);
         }
     }
 
@@ -417,18 +441,13 @@ impl Connection {
             PeerClose::Shutdown => CloseReason::Shutdown,
             PeerClose::WriteError => CloseReason::WriteError,
         };
-        self.finish(cfg, reason, now, out);
+        self.finish(&mut Step { cfg, now, out }, reason);
     }
 
     /// TLS mode: the first `hello_len` pending bytes are a complete ClientHello; the rest is
     /// the client's next flight.
-    fn start_tls(
-        &mut self,
-        cfg: &EngineConfig,
-        hello_len: usize,
-        now: Instant,
-        out: &mut impl RecordOut,
-    ) {
+    fn start_tls(&mut self, step: &mut Step<'_, impl RecordOut>, hello_len: usize) {
+        let cfg = step.cfg;
         let resume = match std::mem::replace(&mut self.phase, Phase::Closed) {
             Phase::Plain(App::AwaitingHello { resume, .. }) => Some(resume),
             other => {
@@ -449,13 +468,11 @@ impl Connection {
         let (hello, rest) = pending.split_at(hello_len.min(pending.len()));
         self.core.scanned = 0;
         self.core.pause_at = None;
-        let config = crate::fingerprint::tls_client(hello)
+        let facts = TlsFacts::new(hello.to_vec(), None);
+        let config = facts
+            .client()
             .and_then(|t| t.with_hello(|h| configs.for_client(h.alpn())))
             .unwrap_or_else(|| configs.for_client(std::iter::empty()));
-        let facts = TlsFacts {
-            hello: hello.to_vec(),
-            info: None,
-        };
         match TlsSession::new(config) {
             Ok(session) => {
                 let mut tls = Box::new(TlsConn {
@@ -469,14 +486,14 @@ impl Connection {
                 let mut ciphertext = tls.layer.hello.clone();
                 ciphertext.extend_from_slice(rest);
                 self.core
-                    .tls_input(cfg, &mut tls, &mut self.pending, &ciphertext, now, out);
+                    .tls_input(step, &mut tls, &mut self.pending, &ciphertext);
                 self.phase = Phase::Tls(tls);
             }
             Err(e) => {
                 let mut facts = facts;
                 facts.info = Some(TlsInfo::failed(e.to_string()));
                 self.core
-                    .record_hello(cfg, &facts, Some(CloseReason::TlsError), now, out);
+                    .record_hello(step, &facts, Some(CloseReason::TlsError));
                 self.core.close = Some(CloseReason::TlsError);
                 self.phase = Phase::Closed;
             }
@@ -484,13 +501,7 @@ impl Connection {
     }
 
     /// Ends the connection: records what is left, then says why.
-    fn finish(
-        &mut self,
-        cfg: &EngineConfig,
-        reason: CloseReason,
-        now: Instant,
-        out: &mut impl RecordOut,
-    ) {
+    fn finish(&mut self, step: &mut Step<'_, impl RecordOut>, reason: CloseReason) {
         let phase = std::mem::replace(&mut self.phase, Phase::Closed);
         let pending = std::mem::take(&mut self.pending);
         let core = &mut self.core;
@@ -508,24 +519,16 @@ impl Connection {
                     _ => "the connection ended during the handshake",
                 };
                 tls.layer.info = Some(TlsInfo::failed(why));
-                core.record_hello(cfg, &tls.layer, Some(reason), now, out);
+                core.record_hello(step, &tls.layer, Some(reason));
             }
             Phase::Tls(mut tls) => {
                 tls.session.outgoing(&mut core.transmit);
-                core.record_rest(
-                    cfg,
-                    &mut tls.app,
-                    &pending,
-                    Some(&tls.layer),
-                    reason,
-                    now,
-                    out,
-                );
+                core.record_rest(step, &mut tls.app, &pending, Some(&tls.layer), reason);
             }
             Phase::Plain(mut app) => {
                 let tls_hello_due = match &app {
                     App::AwaitingHello { .. } => true,
-                    App::Talking(Active::Tls(_)) | App::Detecting { .. } => cfg.tls.is_some(),
+                    App::Talking(Active::Tls(_)) | App::Detecting { .. } => step.cfg.tls.is_some(),
                     _ => false,
                 };
                 if tls_hello_due && pending.first() == Some(&0x16) {
@@ -536,14 +539,11 @@ impl Connection {
                         }
                         _ => "incomplete ClientHello",
                     });
-                    let facts = TlsFacts {
-                        hello: pending,
-                        info: Some(info),
-                    };
-                    core.record_hello(cfg, &facts, Some(reason), now, out);
+                    let facts = TlsFacts::new(pending, Some(info));
+                    core.record_hello(step, &facts, Some(reason));
                     return;
                 }
-                core.record_rest(cfg, &mut app, &pending, None, reason, now, out);
+                core.record_rest(step, &mut app, &pending, None, reason);
             }
             Phase::Closed => {}
         }
@@ -564,13 +564,12 @@ impl Core {
     /// plaintext, encrypt the answers.
     fn tls_input(
         &mut self,
-        cfg: &EngineConfig,
+        step: &mut Step<'_, impl RecordOut>,
         tls: &mut TlsConn,
         pending: &mut Vec<u8>,
         data: &[u8],
-        now: Instant,
-        out: &mut impl RecordOut,
     ) {
+        let cfg = step.cfg;
         let mut plain = std::mem::take(&mut tls.plain);
         plain.clear();
         let fed = tls.session.feed(data, &mut plain);
@@ -580,17 +579,15 @@ impl Core {
                 tls.session.outgoing(&mut self.transmit);
                 if tls.layer.info.is_none() {
                     tls.layer.info = Some(TlsInfo::failed(e.to_string()));
-                    self.record_hello(cfg, &tls.layer, Some(CloseReason::TlsError), now, out);
+                    self.record_hello(step, &tls.layer, Some(CloseReason::TlsError));
                 } else if let Some(info) = tls.layer.info.as_mut() {
                     info.error = Some(e.to_string());
                     self.record_rest(
-                        cfg,
+                        step,
                         &mut tls.app,
                         pending,
                         Some(&tls.layer),
                         CloseReason::TlsError,
-                        now,
-                        out,
                     );
                     pending.clear();
                 }
@@ -612,7 +609,7 @@ impl Core {
             };
             tls.layer.info = Some(info);
             self.handshake_deadline = None;
-            self.record_hello(cfg, &tls.layer, None, now, out);
+            self.record_hello(step, &tls.layer, None);
             // The inner protocol: by the bytes first, else by ALPN, else by the port.
             let fallback = alpn_responder
                 .filter(|name| protocols::NAMES.contains(name))
@@ -624,13 +621,11 @@ impl Core {
         }
         if tls.layer.info.is_some() && !plain.is_empty() {
             self.input(
-                cfg,
+                step,
                 &mut tls.app,
                 pending,
                 Some(&tls.layer),
                 &plain,
-                now,
-                out,
                 &mut tls.plain_out,
             );
         }
@@ -642,13 +637,11 @@ impl Core {
         tls.plain = plain;
         if matches!(fed, Ok(Fed::Closed)) && self.close.is_none() {
             self.record_rest(
-                cfg,
+                step,
                 &mut tls.app,
                 pending,
                 Some(&tls.layer),
                 CloseReason::Eof,
-                now,
-                out,
             );
             pending.clear();
             self.close = Some(CloseReason::Eof);
@@ -657,18 +650,16 @@ impl Core {
 
     /// Application bytes in: choose a responder if none yet, frame and answer every complete
     /// turn, keep the rest. Returns the length of a ClientHello that opens TLS (TLS mode).
-    #[allow(clippy::too_many_arguments)]
     fn input(
         &mut self,
-        cfg: &EngineConfig,
+        step: &mut Step<'_, impl RecordOut>,
         app: &mut App,
         pending: &mut Vec<u8>,
         tls: Option<&TlsFacts>,
         data: &[u8],
-        now: Instant,
-        out: &mut impl RecordOut,
         tx: &mut Vec<u8>,
     ) -> Option<usize> {
+        let (cfg, now) = (step.cfg, step.now);
         if let App::Overflow = app {
             pending.extend_from_slice(data);
             return None;
@@ -692,7 +683,7 @@ impl Core {
                     .get_or_insert(now + cfg.handshake_timeout);
             }
         }
-        self.take_turns(cfg, app, pending, tls, new_from, now, out, tx)
+        self.take_turns(step, app, pending, tls, new_from, tx)
     }
 
     /// Chooses the responder for the first bytes; false while undecided (wait for more or
@@ -721,18 +712,16 @@ impl Core {
 
     /// Frames, answers and records every complete turn at the start of `pending`; keeps the
     /// rest there. `new_from`: bytes of `pending` the responder has already seen.
-    #[allow(clippy::too_many_arguments)]
     fn take_turns(
         &mut self,
-        cfg: &EngineConfig,
+        step: &mut Step<'_, impl RecordOut>,
         app: &mut App,
         pending: &mut Vec<u8>,
         tls: Option<&TlsFacts>,
         mut new_from: usize,
-        now: Instant,
-        out: &mut impl RecordOut,
         tx: &mut Vec<u8>,
     ) -> Option<usize> {
+        let (cfg, now) = (step.cfg, step.now);
         let mut used = 0;
         let mut tls_hello = None;
         while used < pending.len() && self.close.is_none() {
@@ -780,7 +769,7 @@ impl Core {
                         break;
                     }
                     let turn = &rest[..len];
-                    self.take_turn(cfg, app, turn, tls, false, now, out, tx);
+                    self.take_turn(step, app, turn, tls, false, tx);
                     used += len;
                 }
             }
@@ -797,24 +786,22 @@ impl Core {
             // them too.
             let reason = self.close.unwrap_or(CloseReason::Protocol);
             let rest = std::mem::take(pending);
-            self.record_rest(cfg, app, &rest, tls, reason, now, out);
+            self.record_rest(step, app, &rest, tls, reason);
         }
         tls_hello
     }
 
     /// One complete (or cut) turn: parse, answer, record.
-    #[allow(clippy::too_many_arguments)]
     fn take_turn(
         &mut self,
-        cfg: &EngineConfig,
+        step: &mut Step<'_, impl RecordOut>,
         app: &mut App,
         turn: &[u8],
         tls: Option<&TlsFacts>,
         truncated: bool,
-        now: Instant,
-        out: &mut impl RecordOut,
         tx: &mut Vec<u8>,
     ) {
+        let (cfg, now) = (step.cfg, step.now);
         let App::Talking(responder) = app else {
             return;
         };
@@ -823,12 +810,10 @@ impl Core {
         let layer = tls.map(TlsFacts::layer);
         let record = RecordTurn {
             core: self,
-            cfg,
+            step,
             turn,
             layer,
             truncated,
-            now,
-            out,
             answer: Some((&ctx, tx)),
             ending: None,
         };
@@ -848,23 +833,21 @@ impl Core {
     }
 
     /// The client paused: what is pending is one turn (or decides the protocol).
-    #[allow(clippy::too_many_arguments)]
     fn pause(
         &mut self,
-        cfg: &EngineConfig,
+        step: &mut Step<'_, impl RecordOut>,
         app: &mut App,
         pending: &mut Vec<u8>,
         tls: Option<&TlsFacts>,
-        now: Instant,
-        out: &mut impl RecordOut,
         tx: &mut Vec<u8>,
     ) -> Option<usize> {
+        let cfg = step.cfg;
         if pending.is_empty() {
             return None;
         }
         if let App::Detecting { .. } = app {
             self.detect(cfg, app, pending, true);
-            let hello = self.take_turns(cfg, app, pending, tls, 0, now, out, tx);
+            let hello = self.take_turns(step, app, pending, tls, 0, tx);
             if hello.is_some() || pending.is_empty() || self.pause_at.is_none() {
                 return hello;
             }
@@ -879,7 +862,7 @@ impl Core {
         }
         let turn = std::mem::take(pending);
         self.scanned = 0;
-        self.take_turn(cfg, app, &turn, tls, false, now, out, tx);
+        self.take_turn(step, app, &turn, tls, false, tx);
         None
     }
 
@@ -890,21 +873,19 @@ impl Core {
 
     /// The last record(s) of a closing connection: an unfinished turn, the collected rest
     /// after the budget, or the empty connection itself.
-    #[allow(clippy::too_many_arguments)]
     fn record_rest(
         &mut self,
-        cfg: &EngineConfig,
+        step: &mut Step<'_, impl RecordOut>,
         app: &mut App,
         pending: &[u8],
         tls: Option<&TlsFacts>,
         reason: CloseReason,
-        now: Instant,
-        out: &mut impl RecordOut,
     ) {
+        let cfg = step.cfg;
         self.close = Some(reason);
         if pending.is_empty() {
             if self.received == 0 && cfg.log_empty_connections {
-                self.write(cfg, None, 0, false, false, Some(reason), now, out);
+                self.write(step, None, 0, false, false, Some(reason));
             }
             return;
         }
@@ -917,16 +898,7 @@ impl Core {
                     fields: &protocols::raw::RawTurn,
                     tls: tls.map(TlsFacts::layer),
                 };
-                self.write(
-                    cfg,
-                    Some(&content),
-                    turn,
-                    false,
-                    true,
-                    Some(reason),
-                    now,
-                    out,
-                );
+                self.write(step, Some(&content), turn, false, true, Some(reason));
             }
             App::AwaitingHello { .. } => {
                 let content = Content {
@@ -934,16 +906,7 @@ impl Core {
                     fields: &protocols::raw::RawTurn,
                     tls: tls.map(TlsFacts::layer),
                 };
-                self.write(
-                    cfg,
-                    Some(&content),
-                    turn,
-                    true,
-                    false,
-                    Some(reason),
-                    now,
-                    out,
-                );
+                self.write(step, Some(&content), turn, true, false, Some(reason));
             }
             App::Detecting { .. } | App::Talking(_) => {
                 if let App::Detecting { .. } = app {
@@ -962,12 +925,10 @@ impl Core {
                 let layer = tls.map(TlsFacts::layer);
                 responder.visit(RecordTurn {
                     core: self,
-                    cfg,
+                    step,
                     turn: pending,
                     layer,
                     truncated,
-                    now,
-                    out,
                     answer: None,
                     ending: Some(reason),
                 });
@@ -978,15 +939,13 @@ impl Core {
     /// The ClientHello record of a TLS connection (turn 1), once the handshake is settled.
     fn record_hello(
         &mut self,
-        cfg: &EngineConfig,
+        step: &mut Step<'_, impl RecordOut>,
         facts: &TlsFacts,
         close: Option<CloseReason>,
-        now: Instant,
-        out: &mut impl RecordOut,
     ) {
         self.turns += 1;
         let hello = protocols::tls::Hello {
-            client: crate::fingerprint::tls_client(&facts.hello),
+            client: facts.client(),
             session: facts.info.as_ref(),
         };
         let content = Content {
@@ -995,31 +954,20 @@ impl Core {
             tls: None,
         };
         let truncated = close.is_some() && hello.client.is_none();
-        self.write(
-            cfg,
-            Some(&content),
-            self.turns,
-            truncated,
-            false,
-            close,
-            now,
-            out,
-        );
+        self.write(step, Some(&content), self.turns, truncated, false, close);
     }
 
     /// Writes one record and counts it against the budget.
-    #[allow(clippy::too_many_arguments)]
     fn write(
         &mut self,
-        cfg: &EngineConfig,
+        step: &mut Step<'_, impl RecordOut>,
         content: Option<&Content<'_>>,
         turn: u32,
         truncated: bool,
         budget_exhausted: bool,
         close: Option<CloseReason>,
-        now: Instant,
-        out: &mut impl RecordOut,
     ) {
+        let (cfg, now) = (step.cfg, step.now);
         let at = self.accepted.started + now.saturating_duration_since(self.accepted_at);
         let meta = ConnMeta {
             event_id: self.accepted.event_id.as_str(),
@@ -1041,7 +989,7 @@ impl Core {
             budget_exhausted,
         };
         let mut size = 0;
-        out.record(&mut |buf| {
+        step.out.record(&mut |buf| {
             let before = buf.len();
             write_record(buf, &meta, &turn, content);
             size = buf.len() - before;
@@ -1102,21 +1050,19 @@ impl Visitor for FrameTurn<'_> {
 
 /// Parse one turn with the active responder, answer it, and record it (parsed once for
 /// both); or, as the connection ends, only record what is left.
-struct RecordTurn<'a, 'b, O> {
+struct RecordTurn<'a, 'b, 's, O> {
     core: &'a mut Core,
-    cfg: &'a EngineConfig,
+    step: &'a mut Step<'s, O>,
     turn: &'a [u8],
     layer: Option<TlsLayer<'a>>,
     truncated: bool,
-    now: Instant,
-    out: &'a mut O,
     /// Where the reply goes; `None` when the connection is ending.
     answer: Option<(&'a Context<'b>, &'a mut Vec<u8>)>,
     /// The close reason of a connection that is ending.
     ending: Option<CloseReason>,
 }
 
-impl<O: RecordOut> Visitor for RecordTurn<'_, '_, O> {
+impl<O: RecordOut> Visitor for RecordTurn<'_, '_, '_, O> {
     type Out = protocols::After;
     fn visit<R: Responder>(self, r: &mut R) -> protocols::After {
         let view = r.parse(self.turn);
@@ -1134,14 +1080,12 @@ impl<O: RecordOut> Visitor for RecordTurn<'_, '_, O> {
         };
         let turn = self.core.turns;
         self.core.write(
-            self.cfg,
+            self.step,
             Some(&content),
             turn,
             self.truncated,
             false,
             close,
-            self.now,
-            self.out,
         );
         after
     }

@@ -85,7 +85,37 @@ fn with_hello_split<R>(stream: &[u8], f: impl FnOnce(&tls::ClientHello<'_>) -> R
     Some(f(&h))
 }
 
+/// A [`TlsClient`]'s fingerprints without the borrowed stream, to keep beside the bytes they
+/// came from (a TLS connection writes them into every record and computes them once).
+#[derive(Clone, Copy, Debug)]
+pub struct TlsFingerprints {
+    records_len: usize,
+    ja4: Ja4,
+    ja3: Ja3,
+}
+
+impl TlsFingerprints {
+    /// The [`TlsClient`] again, over the `stream` these fingerprints were computed from.
+    pub fn attach<'a>(&self, stream: &'a [u8]) -> TlsClient<'a> {
+        TlsClient {
+            stream,
+            records_len: self.records_len,
+            ja4: self.ja4,
+            ja3: self.ja3,
+        }
+    }
+}
+
 impl TlsClient<'_> {
+    /// The fingerprints, to [`TlsFingerprints::attach`] to the same stream later.
+    pub fn detach(&self) -> TlsFingerprints {
+        TlsFingerprints {
+            records_len: self.records_len,
+            ja4: self.ja4,
+            ja3: self.ja3,
+        }
+    }
+
     /// Runs `f` on the parsed ClientHello.
     pub fn with_hello<R>(&self, f: impl FnOnce(&tls::ClientHello<'_>) -> R) -> Option<R> {
         with_hello_in(self.stream, f)
