@@ -83,7 +83,13 @@ async fn read_owned(stream: &mut TcpStream, room: usize, wait: Duration) -> Read
 }
 
 /// Serves an admitted connection to the end.
-pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr, id: ConnId) {
+pub async fn serve(
+    worker: Rc<Worker>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    syn: Option<SynFacts>,
+    id: ConnId,
+) {
     let started = SystemTime::now();
     let accepted_at = Instant::now();
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
@@ -112,7 +118,6 @@ pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr, 
         let mut ids = worker.ids.borrow_mut();
         (ids.next_id(), ids.next_u64())
     };
-    let syn = syn_facts(&worker, &stream);
     worker.shared.summaries.accepted(
         peer.ip(),
         destination.port(),
@@ -132,9 +137,10 @@ pub async fn serve(worker: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr, 
     worker.connection_closed(id);
 }
 
-/// The client's SYN headers, read once the first wait is over (so an idle connection holds
-/// neither them nor the read buffer); the kernel keeps them until then, even past a reset.
-fn syn_facts(worker: &Worker, stream: &TcpStream) -> Option<SynFacts> {
+/// The client's SYN headers, read at admission: they name the client too, which saves the
+/// peer-address call (the kernel hands them out once, and keeps them until then even past a
+/// reset).
+pub fn syn_facts(worker: &Worker, stream: &TcpStream) -> Option<SynFacts> {
     if !worker.shared.cfg.save_syn {
         return None;
     }

@@ -129,7 +129,12 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     let engine = crate::engine::EngineConfig::new(&cfg, tls);
     let summaries = Summaries::new(
         SummaryConfig {
-            max_sources: cfg.scan_summary_max_sources,
+            // Summaries off: no table, so connections pay nothing for them.
+            max_sources: if cfg.scan_summaries {
+                cfg.scan_summary_max_sources
+            } else {
+                0
+            },
             interval: cfg.scan_summary_interval,
             scanner_ports: cfg.scan_summary_scanner_ports,
         },
@@ -279,15 +284,13 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
 }
 
 /// Writes the interval's scan summaries to the outputs, like connection records (with
-/// `scan_summaries = false` the interval still ends, so the table keeps only active sources).
+/// `scan_summaries = false` there is no table and nothing to write).
 fn write_summaries(shared: &Shared, sink: &mut RecordSink, now: Instant) {
-    let write = shared.cfg.scan_summaries;
-    let summaries = &shared.summaries;
-    summaries.write_interval(&shared.cfg.name, now, |line| {
-        if write {
+    shared
+        .summaries
+        .write_interval(&shared.cfg.name, now, |line| {
             sink.push(|buf| buf.extend_from_slice(line));
-        }
-    });
+        });
     sink.flush();
 }
 

@@ -278,7 +278,12 @@ async fn accept_loop(worker: &Rc<Worker>, listener: &TcpListener) {
 fn admit(worker: &Rc<Worker>, stream: TcpStream) {
     let counters = &worker.shared.counters;
     counters.inc(&counters.accepted);
-    let Some(peer) = super::sys::peer_address(stream.as_raw_fd()) else {
+    // The saved SYN (one getsockopt) also says who the client is; without it, ask the kernel.
+    let syn = conn::syn_facts(worker, &stream);
+    let Some(peer) = syn
+        .map(|s| s.source)
+        .or_else(|| super::sys::peer_address(stream.as_raw_fd()))
+    else {
         return; // not a TCP/IP socket: nothing to record
     };
     let refuse = |counter: &std::sync::atomic::AtomicU64| {
@@ -319,7 +324,7 @@ fn admit(worker: &Rc<Worker>, stream: TcpStream) {
         .registry
         .borrow_mut()
         .insert(stream.as_raw_fd(), deadline);
-    compio::runtime::spawn(conn::serve(worker.clone(), stream, peer, id)).detach();
+    compio::runtime::spawn(conn::serve(worker.clone(), stream, peer, syn, id)).detach();
 }
 
 /// After accepting stops: live connections get the grace period, then their reads are ended

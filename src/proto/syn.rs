@@ -6,6 +6,7 @@
 //! walk stops at the first option whose length is impossible and says so.
 
 use super::reader::Reader;
+use std::net::{IpAddr, SocketAddr};
 
 /// TCP options fit in 40 bytes, so there are at most 40 option kinds.
 pub const MAX_OPTION_KINDS: usize = 40;
@@ -28,6 +29,9 @@ pub const FLAG_AE: u16 = 0x100;
 /// What a client's SYN says about its stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SynFacts {
+    /// The client's address and port, as the SYN carried them (what accept(2) would say, so
+    /// the socket layer need not ask the kernel again).
+    pub source: SocketAddr,
     /// 4 or 6.
     pub ip_version: u8,
     /// IPv4 TTL or IPv6 hop limit, as received.
@@ -176,7 +180,7 @@ pub enum SynError {
 /// Parses the IP and TCP headers of a saved SYN.
 pub fn parse(bytes: &[u8]) -> Result<SynFacts, SynError> {
     let first = *bytes.first().ok_or(SynError::Truncated)?;
-    let (ip_version, ttl, ip_ecn, tcp) = match first >> 4 {
+    let (ip_version, source_ip, ttl, ip_ecn, tcp) = match first >> 4 {
         4 => {
             let header_len = usize::from(first & 0x0f) * 4;
             if header_len < 20 {
@@ -186,13 +190,22 @@ pub fn parse(bytes: &[u8]) -> Result<SynFacts, SynError> {
             if header[9] != IPPROTO_TCP {
                 return Err(SynError::NotTcp(header[9]));
             }
-            (4, header[8], header[1] & 0x03, &bytes[header_len..])
+            let source = IpAddr::from([header[12], header[13], header[14], header[15]]);
+            (4, source, header[8], header[1] & 0x03, &bytes[header_len..])
         }
         6 => {
             let header = bytes.get(..40).ok_or(SynError::Truncated)?;
             let traffic_class = (header[0] << 4) | (header[1] >> 4);
+            let mut source = [0u8; 16];
+            source.copy_from_slice(&header[8..24]);
             let tcp = skip_extension_headers(header[6], &bytes[40..])?;
-            (6, header[7], traffic_class & 0x03, tcp)
+            (
+                6,
+                IpAddr::from(source),
+                header[7],
+                traffic_class & 0x03,
+                tcp,
+            )
         }
         v => return Err(SynError::NotIp(v)),
     };
@@ -203,6 +216,7 @@ pub fn parse(bytes: &[u8]) -> Result<SynFacts, SynError> {
     }
     let options = tcp.get(20..header_len).ok_or(SynError::Truncated)?;
     Ok(SynFacts {
+        source: SocketAddr::new(source_ip, u16::from_be_bytes([fixed[0], fixed[1]])),
         ip_version,
         ttl,
         ip_ecn,
@@ -261,6 +275,7 @@ mod tests {
     #[test]
     fn real_syns() {
         let curl = parse(&unhex(CURL_V4)).unwrap();
+        assert_eq!(curl.source, "127.0.0.1:43142".parse().unwrap());
         assert_eq!((curl.ip_version, curl.ttl, curl.window), (4, 64, 65495));
         assert_eq!(curl.options.kinds(), &[2, 4, 8, 1, 3]);
         assert_eq!(
@@ -273,6 +288,7 @@ mod tests {
         );
 
         let curl6 = parse(&unhex(CURL_V6)).unwrap();
+        assert_eq!(curl6.source, "[::1]:48686".parse().unwrap());
         assert_eq!((curl6.ip_version, curl6.ttl, curl6.window), (6, 64, 65476));
         assert_eq!(curl6.options.kinds_text().as_bytes(), b"2-4-8-1-3");
         assert_eq!(curl6.options.mss, Some(65476));

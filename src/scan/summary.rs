@@ -33,7 +33,7 @@ const FINGERPRINT_LEN: usize = 48;
 /// Summary settings (`scan_summary_*` in the config).
 #[derive(Debug, Clone, Copy)]
 pub struct SummaryConfig {
-    /// Sources tracked at once (rounded up to a multiple of [`WAYS`]).
+    /// Sources tracked at once (rounded up to a multiple of [`WAYS`]); 0: no table.
     pub max_sources: usize,
     pub interval: Duration,
     /// Distinct destination ports in one interval from which a source is tagged `scanner`.
@@ -209,7 +209,17 @@ impl Entry {
     }
 }
 
-type Set = [Option<Box<Entry>>; WAYS];
+/// One set of the table. The ways' keys and last-seen stamps are inline, so finding a source
+/// (or the least recently seen one to evict) reads this struct, not every way's entry: under a
+/// flood from many sources each of those would be a cache miss.
+#[derive(Default)]
+struct Set {
+    keys: [Option<SourceKey>; WAYS],
+    /// When each way's source was last seen, in milliseconds since the table was made.
+    seen: [u64; WAYS],
+    /// Boxed so that an unused way costs a pointer, not a whole entry.
+    entries: [Option<Box<Entry>>; WAYS],
+}
 
 /// The shared, bounded per-source table.
 pub struct Summaries {
@@ -224,8 +234,9 @@ pub struct Summaries {
 }
 
 impl Summaries {
+    /// The table for `config.max_sources` sources; none (every update a no-op) when that is 0.
     pub fn new(config: SummaryConfig, now: Instant) -> Summaries {
-        let sets = config.max_sources.div_ceil(WAYS).max(1);
+        let sets = config.max_sources.div_ceil(WAYS);
         Summaries {
             sets: (0..sets).map(|_| Mutex::new(Default::default())).collect(),
             hasher: RandomState::new(),
@@ -295,50 +306,48 @@ impl Summaries {
     }
 
     fn update(&self, src: IpAddr, now: Instant, apply: impl FnOnce(&mut Entry)) {
+        if self.sets.is_empty() {
+            return; // summaries are off
+        }
         let key = SourceKey::of(src);
         let index = (self.hasher.hash_one(key) % self.sets.len() as u64) as usize;
         let mut set = match self.sets[index].lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(), // plain counters: still consistent
         };
-        let entry = match set
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|e| e.key == key))
-        {
-            Some(i) => set[i].as_deref_mut(),
-            None => Self::slot_for_new(&mut set, key, now, &self.evicted),
+        let way = match set.keys.iter().position(|k| *k == Some(key)) {
+            Some(way) => way,
+            None => self.way_for_new(&mut set, key, now),
         };
-        if let Some(e) = entry {
+        let stamp = self.stamp(now);
+        set.seen[way] = set.seen[way].max(stamp);
+        if let Some(e) = set.entries[way].as_deref_mut() {
             e.last_seen = e.last_seen.max(now);
             apply(e);
         }
     }
 
-    /// A free slot, else the set's least-recently-seen entry (evicted), reset for `key`.
-    fn slot_for_new<'s>(
-        set: &'s mut Set,
-        key: SourceKey,
-        now: Instant,
-        evicted: &AtomicU64,
-    ) -> Option<&'s mut Entry> {
-        let i = match set.iter().position(Option::is_none) {
+    /// A free way, else the set's least recently seen source (evicted), reset for `key`.
+    fn way_for_new(&self, set: &mut Set, key: SourceKey, now: Instant) -> usize {
+        let way = match set.keys.iter().position(Option::is_none) {
             Some(free) => free,
             None => {
-                evicted.fetch_add(1, Ordering::Relaxed);
-                set.iter()
-                    .enumerate()
-                    .min_by_key(|(_, s)| s.as_ref().map(|e| e.last_seen))
-                    .map(|(i, _)| i)?
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+                (0..WAYS).min_by_key(|&w| set.seen[w]).unwrap_or(0)
             }
         };
-        let slot = &mut set[i];
-        match slot {
+        set.keys[way] = Some(key);
+        set.seen[way] = 0;
+        match &mut set.entries[way] {
             Some(e) => e.reset(key, now),
-            None => {
-                *slot = Some(Box::new(Entry::fresh(key, now)));
-            }
+            empty @ None => *empty = Some(Box::new(Entry::fresh(key, now))),
         }
-        slot.as_deref_mut()
+        way
+    }
+
+    fn stamp(&self, now: Instant) -> u64 {
+        let ms = now.saturating_duration_since(self.clock_base.0).as_millis();
+        u64::try_from(ms).unwrap_or(u64::MAX)
     }
 
     /// When the current interval ends.
@@ -374,12 +383,15 @@ impl Summaries {
         let mut written = 0;
         for set in self.sets.iter() {
             let mut set = set.lock().unwrap_or_else(|p| p.into_inner());
-            for slot in set.iter_mut() {
+            let set = &mut *set;
+            for (slot, key) in set.entries.iter_mut().zip(set.keys.iter_mut()) {
                 let Some(e) = slot.as_deref_mut() else {
                     continue;
                 };
                 if !e.active() {
-                    *slot = None; // idle for a whole interval: forget it
+                    // Idle for a whole interval: forget it.
+                    *slot = None;
+                    *key = None;
                     continue;
                 }
                 line.clear();
@@ -623,6 +635,16 @@ mod tests {
         // 192.0.2.0 was the least recently seen.
         assert!(r.iter().all(|v| v["source"]["ip"] != "192.0.2.0"));
         assert!(r.iter().any(|v| v["source"]["ip"] == "203.0.113.9"));
+    }
+
+    #[test]
+    fn no_table_when_summaries_are_off() {
+        let (s, t0) = table(0);
+        s.accepted(ip("192.0.2.7"), 22, None, t0);
+        s.closed(ip("192.0.2.7"), 0, t0);
+        s.udp(ip("192.0.2.8"), 53, t0);
+        assert!(records(&s, t0 + Duration::from_secs(60)).is_empty());
+        assert_eq!(s.evicted(), 0);
     }
 
     #[test]
