@@ -133,8 +133,12 @@ pub async fn serve(
         started,
         syn,
     };
-    Box::pin(drive(worker.clone(), stream, accepted, accepted_at, first)).await;
+    let stream = Box::pin(drive(worker.clone(), stream, accepted, accepted_at, first)).await;
+    // Out of the registry before the fd is closed (the drain shuts down registered fds).
     worker.connection_closed(id);
+    // Closed in the ring rather than by a close(2) of its own; a protocol end or cap gets a
+    // plain FIN, which is what a server would do.
+    let _ = stream.close().await;
 }
 
 /// The client's SYN headers, read at admission: they name the client too, which saves the
@@ -201,14 +205,15 @@ impl SynKey {
     }
 }
 
-/// Runs the engine over the socket until it says the connection is over.
+/// Runs the engine over the socket until it says the connection is over; returns the socket
+/// to close.
 async fn drive(
     worker: Rc<Worker>,
     mut stream: TcpStream,
     accepted: Accepted,
     accepted_at: Instant,
     mut first: Option<ReadOutcome>,
-) {
+) -> TcpStream {
     let engine = &worker.shared.engine;
     let mut records = Records(&worker.sink);
     // Deadlines count from the accept (a first wait that timed out is already past its own).
@@ -269,8 +274,7 @@ async fn drive(
     count_close(&worker, &conn);
     let summaries = &worker.shared.summaries;
     summaries.closed(source_ip, conn.received(), Instant::now());
-    // Closed by drop; a protocol end or cap gets a plain FIN, which is what a server would do.
-    drop(stream);
+    stream
 }
 
 fn count_close(worker: &Worker, conn: &Connection) {
