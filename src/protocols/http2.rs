@@ -1260,6 +1260,7 @@ mod tests {
             server: "198.51.100.2:80".parse().unwrap(),
             settings: SETTINGS.get_or_init(Default::default),
             random: 1,
+            now: crate::protocols::testing::now(),
         }
     }
 
