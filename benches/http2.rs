@@ -59,6 +59,7 @@ fn converse(input: &[u8], read: usize, settings: &Settings) -> usize {
         server: "198.51.100.2:80".parse().unwrap(),
         settings,
         random: 1,
+        now: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
     };
     let mut r = Http2::new(&ctx);
     let mut pending = Vec::new();

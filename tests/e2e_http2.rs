@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn the_request<'a>(recs: &'a [Value], path: &str) -> &'a Value {
     recs.iter()
@@ -124,7 +124,8 @@ fn client_waiting_for_our_settings_then_requesting() {
             "1cc5a92c05707f53032a2f2a"
         )));
         s.write_all(&request).unwrap();
-        (first, read_at_least(&mut s, 45))
+        // HEADERS (9 + 50: status, date, type, length) and DATA (9 + 9).
+        (first, read_at_least(&mut s, 77))
     });
     assert_eq!(first.len(), 49, "{first:02x?}");
     assert_eq!(&first[3..5], &[4, 0], "SETTINGS first: {first:02x?}");
@@ -174,8 +175,47 @@ fn curl_tls_h2_request_is_recorded() {
     assert!(recs.iter().all(|x| &x["event"]["id"] == id), "{recs:#?}");
 }
 
+/// Today's date (UTC) as an HTTP `date` field starts: `Mon, 30 Nov 2026`.
+fn http_day() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    chrono::DateTime::from_timestamp(secs as i64, 0)
+        .expect("a date")
+        .format("%a, %d %b %Y")
+        .to_string()
+}
+
+/// The answer's `date` is the sensor's clock, as nginx sends it.
+fn curl_h2c_answer_carries_todays_date() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "");
+    let before = http_day();
+    let head = curl(
+        &ns,
+        &[
+            "--http2-prior-knowledge",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "http://127.0.0.1:8084/",
+        ],
+    );
+    let after = http_day();
+    assert!(head.starts_with("HTTP/2 200"), "{head}");
+    assert!(
+        head.contains(&format!("date: {before} ")) || head.contains(&format!("date: {after} ")),
+        "{head}"
+    );
+    assert!(head.contains(" GMT\r\n"), "{head}");
+    sensor.wait_for(8084, "the request", |r| r["url"]["path"] == "/");
+}
+
 common::test_main! {
     needs_root: [
+        curl_h2c_answer_carries_todays_date,
         curl_h2c_get_and_post_are_answered_and_recorded,
         curl_tls_h2_request_is_recorded,
         client_waiting_for_our_settings_then_requesting,

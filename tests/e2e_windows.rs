@@ -2,7 +2,8 @@
 //! with every port redirected to the sensor), driven by real Debian clients: smbclient,
 //! tsql (FreeTDS), xfreerdp (under Xvfb), nmap -sV and its smb-protocols script. Each test
 //! asserts that the client's credentials, sent in its second or later message, reach the
-//! records; rdp-ntlm-info reads the CHALLENGE we send inside CredSSP. Not here:
+//! records; rdp-ntlm-info reads the CHALLENGE we send inside CredSSP, smb2-time our clock in
+//! the SMB2 NEGOTIATE response. Not here:
 //! ms-sql-ntlm-info (Debian's nmap 7.93 fails in every ms-sql-* script, nmap/nmap#2622; the
 //! same NTLM-in-LOGIN7 path is driven by tsql with a domain user).
 
@@ -10,6 +11,7 @@ mod common;
 
 use common::*;
 use std::process::Output;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Runs a client that is expected to fail its login (its exit status is not checked).
 fn client(ns: &Netns, args: &[&str]) -> Output {
@@ -24,6 +26,24 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Today's date (UTC, `YYYY-MM-DD`), as nmap prints the times it reads.
+fn utc_date() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    chrono::DateTime::from_timestamp(secs as i64, 0)
+        .expect("a date")
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// Whether `scan` shows `label` followed by today's date (either side of a midnight that
+/// passed during the scan).
+fn shows_today(scan: &str, label: &str, before: &str, after: &str) -> bool {
+    scan.contains(&format!("{label}{before}")) || scan.contains(&format!("{label}{after}"))
 }
 
 fn smbclient_user_and_netntlmv2_are_recorded() {
@@ -234,6 +254,7 @@ fn xfreerdp_tls_and_standard_security_record_the_client_core() {
 fn nmap_rdp_ntlm_info_reads_our_challenge() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "banner_hostname = \"fileserver01\"");
+    let before = utc_date();
     let out = ns.run(&[
         "nmap",
         "-Pn",
@@ -244,7 +265,13 @@ fn nmap_rdp_ntlm_info_reads_our_challenge() {
         "rdp-ntlm-info",
         "127.0.0.1",
     ]);
+    let after = utc_date();
     let scan = String::from_utf8_lossy(&out.stdout);
+    // The CHALLENGE's MsvAvTimestamp: our clock, as Windows sends it.
+    assert!(
+        shows_today(&scan, "System_Time: ", &before, &after),
+        "{scan}"
+    );
     assert!(scan.contains("Target_Name: FILESERVER01"), "{scan}");
     assert!(
         scan.contains("NetBIOS_Computer_Name: FILESERVER01"),
@@ -286,6 +313,30 @@ fn nmap_names_the_services_and_smb_protocols_runs() {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+fn nmap_smb2_time_reads_our_clock() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "");
+    let before = utc_date();
+    let out = ns.run(&[
+        "nmap",
+        "-Pn",
+        "-n",
+        "-p",
+        "445",
+        "--script",
+        "smb2-time",
+        "127.0.0.1",
+    ]);
+    let after = utc_date();
+    let scan = String::from_utf8_lossy(&out.stdout);
+    // SystemTime is now; ServerStartTime zero, which nmap prints as N/A (as for Windows 10+).
+    assert!(shows_today(&scan, "  date: ", &before, &after), "{scan}");
+    assert!(scan.contains("start_date: N/A"), "{scan}");
+    sensor
+        .find_record(445, |r| r["spip"]["smb"]["command"] == "negotiate")
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 common::test_main! {
     needs_root: [
         smbclient_user_and_netntlmv2_are_recorded,
@@ -296,6 +347,7 @@ common::test_main! {
         xfreerdp_tls_and_standard_security_record_the_client_core,
         nmap_rdp_ntlm_info_reads_our_challenge,
         nmap_names_the_services_and_smb_protocols_runs,
+        nmap_smb2_time_reads_our_clock,
     ],
     no_root: [],
 }

@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
         server: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)), 3389),
         settings: &settings,
         random: 0x5eed,
+        now: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
     };
     let mut r = Rdp::new(&ctx);
     let Framing::Complete(len) = r.frame(CONNECTION_REQUEST, 0) else {

@@ -20,6 +20,7 @@ fn drive<R: Responder>(greet: bool, read: usize, input: &[u8]) {
         server: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)), 3306),
         settings: &settings,
         random: 0x5eed,
+        now: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
     };
     let _ = R::detect(input);
     let mut r = R::new(&ctx);

@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
         server: "198.51.100.2:443".parse().unwrap(),
         settings: &settings,
         random: 7,
+        now: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
     };
     let mut r = Http2::new(&ctx);
     let mut pending: Vec<u8> = Vec::new();

@@ -296,7 +296,7 @@ impl Connection {
         };
         let mut greeting = Vec::new();
         let app = start_app(
-            &core.context(cfg),
+            &core.context(cfg, now),
             cfg.ports.get(accepted.destination.port()),
             &mut greeting,
         );
@@ -551,13 +551,21 @@ impl Connection {
 }
 
 impl Core {
-    fn context<'a>(&self, cfg: &'a EngineConfig) -> Context<'a> {
+    /// The responders' view of the connection at `now`.
+    fn context<'a>(&self, cfg: &'a EngineConfig, now: Instant) -> Context<'a> {
         Context {
             client: self.accepted.source,
             server: self.accepted.destination,
             settings: &cfg.settings,
             random: self.accepted.random,
+            now: self.wall_time(now),
         }
+    }
+
+    /// The wall-clock time at `now`: the accept's wall time plus the monotonic time since
+    /// (what the record's `@timestamp` says too), so the core never reads the system clock.
+    fn wall_time(&self, now: Instant) -> SystemTime {
+        self.accepted.started + now.saturating_duration_since(self.accepted_at)
     }
 
     /// Ciphertext in (TLS phase): drive the handshake, run the conversation over the
@@ -616,7 +624,7 @@ impl Core {
                 .or_else(|| cfg.ports.get(self.accepted.destination.port()));
             tls.app = match tls.resume.take() {
                 Some(r) => App::Talking(r),
-                None => start_app(&self.context(cfg), fallback, &mut tls.plain_out),
+                None => start_app(&self.context(cfg, step.now), fallback, &mut tls.plain_out),
             };
         }
         if tls.layer.info.is_some() && !plain.is_empty() {
@@ -672,7 +680,7 @@ impl Core {
         pending.extend_from_slice(data);
         self.pause_at = None;
         if let App::Detecting { .. } = app
-            && !self.detect(cfg, app, pending, false)
+            && !self.detect(cfg, app, pending, false, now)
         {
             self.pause_at = Some(now + cfg.turn_pause);
             return None;
@@ -688,11 +696,18 @@ impl Core {
 
     /// Chooses the responder for the first bytes; false while undecided (wait for more or
     /// for the pause). `at_pause`: decide now.
-    fn detect(&mut self, cfg: &EngineConfig, app: &mut App, first: &[u8], at_pause: bool) -> bool {
+    fn detect(
+        &mut self,
+        cfg: &EngineConfig,
+        app: &mut App,
+        first: &[u8],
+        at_pause: bool,
+        now: Instant,
+    ) -> bool {
         let App::Detecting { port, greeted } = app else {
             return true;
         };
-        let ctx = self.context(cfg);
+        let ctx = self.context(cfg, now);
         // The port's own responder keeps the connection unless the bytes are unmistakably
         // another protocol's (nmap's RDP probe on 445 is SMB's to answer, as Windows would).
         let only_unmistakable = *greeted || port.is_some();
@@ -806,7 +821,7 @@ impl Core {
             return;
         };
         self.turns += 1;
-        let ctx = self.context(cfg);
+        let ctx = self.context(cfg, now);
         let layer = tls.map(TlsFacts::layer);
         let record = RecordTurn {
             core: self,
@@ -846,7 +861,7 @@ impl Core {
             return None;
         }
         if let App::Detecting { .. } = app {
-            self.detect(cfg, app, pending, true);
+            self.detect(cfg, app, pending, true, step.now);
             let hello = self.take_turns(step, app, pending, tls, 0, tx);
             if hello.is_some() || pending.is_empty() || self.pause_at.is_none() {
                 return hello;
@@ -910,7 +925,7 @@ impl Core {
             }
             App::Detecting { .. } | App::Talking(_) => {
                 if let App::Detecting { .. } = app {
-                    self.detect(cfg, app, pending, true);
+                    self.detect(cfg, app, pending, true, step.now);
                 }
                 let App::Talking(responder) = app else {
                     return;
@@ -967,8 +982,8 @@ impl Core {
         budget_exhausted: bool,
         close: Option<CloseReason>,
     ) {
-        let (cfg, now) = (step.cfg, step.now);
-        let at = self.accepted.started + now.saturating_duration_since(self.accepted_at);
+        let cfg = step.cfg;
+        let at = self.wall_time(step.now);
         let meta = ConnMeta {
             event_id: self.accepted.event_id.as_str(),
             sensor_name: &cfg.sensor_name,

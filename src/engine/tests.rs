@@ -210,3 +210,23 @@ fn session_deadline_ends_a_chatty_client() {
     }
     assert_eq!(c.closing(), Some(CloseReason::SessionTimeout));
 }
+
+#[test]
+fn replies_carry_the_wall_time_of_their_step() {
+    // smbclient's SMB2 NEGOTIATE, 90 s after the accept: the SystemTime in our answer is the
+    // accept's wall time plus those 90 s, not the accept's time and not the host's clock.
+    let session = crate::inspect::decode_hex(
+        include_str!("../../tests/data/ntlm/smbclient-session.hex").trim(),
+    )
+    .unwrap();
+    let negotiate = &session[..4 + usize::from(u16::from_be_bytes([session[2], session[3]]))];
+    let cfg = config();
+    let t0 = Instant::now();
+    let mut c = connect(&cfg, 445, t0);
+    let mut out = Vec::new();
+    c.handle_bytes(&cfg, negotiate, t0 + Duration::from_secs(90), &mut out);
+    let reply = std::mem::take(c.transmit());
+    assert_eq!(&reply[4..8], b"\xfeSMB");
+    let system_time = u64::from_le_bytes(reply[4 + 64 + 40..4 + 64 + 48].try_into().unwrap());
+    assert_eq!(system_time, (1_700_000_090 + 11_644_473_600) * 10_000_000);
+}

@@ -3,7 +3,8 @@
 //! A responder answers like the real service, just far enough that the client sends its next
 //! message (credentials, commands, payload URLs), and says what each client turn means as record
 //! fields. It never touches a socket, a clock or a sink: the engine ([`crate::engine`]) hands it
-//! bytes and writes its answers and records.
+//! bytes and writes its answers and records. The wall-clock time a reply may carry (NTLM's
+//! timestamp, SMB2's SystemTime) comes in [`Context::now`], so tests pass a fixed time.
 //!
 //! Each module implements [`Responder`]:
 //! - `detect`: does a client that speaks first look like this protocol? (from its first bytes)
@@ -16,6 +17,7 @@
 
 use crate::json::JsonWriter;
 use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod credssp;
 pub mod der;
@@ -87,9 +89,29 @@ pub struct Context<'a> {
     /// Unpredictable per connection: use it for challenges, salts, session ids (mix it with
     /// [`Context::random_bytes`] rather than inventing a generator).
     pub random: u64,
+    /// The wall-clock time of this step, as the IO layer saw it (a responder never reads the
+    /// system clock): for the server times a reply carries.
+    pub now: SystemTime,
 }
 
+/// Seconds from 1601-01-01 (the FILETIME epoch) to 1970-01-01.
+const FILETIME_UNIX_OFFSET: u64 = 11_644_473_600;
+
 impl Context<'_> {
+    /// [`Context::now`] as a Windows FILETIME: 100 ns intervals since 1601-01-01 UTC (NTLM's
+    /// MsvAvTimestamp, SMB2's SystemTime). A clock before 1970 counts as 1970.
+    pub fn filetime(&self) -> u64 {
+        let since_unix = self
+            .now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        since_unix
+            .as_secs()
+            .saturating_add(FILETIME_UNIX_OFFSET)
+            .saturating_mul(10_000_000)
+            .saturating_add(u64::from(since_unix.subsec_nanos() / 100))
+    }
+
     /// `N` bytes derived from [`Context::random`] and `label` (stable within a connection).
     pub fn random_bytes<const N: usize>(&self, label: u64) -> [u8; N] {
         let mut out = [0u8; N];
@@ -275,5 +297,34 @@ impl Active {
     /// The responder for bytes nothing else claims.
     pub fn raw() -> Active {
         Active::Raw(raw::Raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{NOW_FILETIME, now, settings};
+    use super::*;
+
+    fn at(time: SystemTime) -> u64 {
+        let settings = settings();
+        let ctx = Context {
+            client: SocketAddr::from(([192, 0, 2, 7], 40000)),
+            server: SocketAddr::from(([198, 51, 100, 2], 445)),
+            settings: &settings,
+            random: 0,
+            now: time,
+        };
+        ctx.filetime()
+    }
+
+    #[test]
+    fn filetime_counts_100_ns_since_1601() {
+        assert_eq!(at(UNIX_EPOCH), 116_444_736_000_000_000);
+        assert_eq!(at(now()), NOW_FILETIME);
+        // A clock before 1970 reads as 1970, never a panic.
+        assert_eq!(
+            at(UNIX_EPOCH - Duration::from_secs(5)),
+            116_444_736_000_000_000
+        );
     }
 }

@@ -9,6 +9,7 @@
 
 use super::{After, Context, Detection, Framing, Responder, TurnFields};
 use crate::json::JsonWriter;
+use std::time::UNIX_EPOCH;
 
 pub struct Mongodb {
     phase: Phase,
@@ -245,7 +246,8 @@ const INDEX: [&str; 4] = ["0", "1", "2", "3"];
 
 // ---- Replies ------------------------------------------------------------------------------
 
-fn hello(out: &mut Vec<u8>, turn: &MongoTurn<'_>, connection_id: i32) {
+/// `localTime` is the server's clock (a BSON date: milliseconds since 1970), as mongod sends.
+fn hello(out: &mut Vec<u8>, turn: &MongoTurn<'_>, connection_id: i32, local_time: i64) {
     let modern = turn.is(&["hello"]);
     let sasl = turn
         .command
@@ -255,6 +257,8 @@ fn hello(out: &mut Vec<u8>, turn: &MongoTurn<'_>, connection_id: i32) {
         int32(d, "maxBsonObjectSize", 16 * 1024 * 1024);
         int32(d, "maxMessageSizeBytes", 48_000_000);
         int32(d, "maxWriteBatchSize", 100_000);
+        key(d, 0x09, "localTime");
+        d.extend_from_slice(&local_time.to_le_bytes());
         int32(d, "logicalSessionTimeoutMinutes", 30);
         int32(d, "connectionId", connection_id);
         int32(d, "minWireVersion", 0);
@@ -306,10 +310,13 @@ fn bounded(b: &[u8]) -> &[u8] {
 }
 
 /// The reply document to `turn`.
-fn answer(out: &mut Vec<u8>, turn: &MongoTurn<'_>, connection_id: i32) {
+fn answer(out: &mut Vec<u8>, turn: &MongoTurn<'_>, ctx: &Context<'_>) {
     let name = turn.name().unwrap_or_default();
     if turn.is(&["hello", "isMaster", "ismaster"]) {
-        hello(out, turn, connection_id);
+        let connection_id = 10 + i32::from(ctx.random_bytes::<1>(0x6964)[0]);
+        let since_1970 = ctx.now.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let local_time = i64::try_from(since_1970.as_millis()).unwrap_or(i64::MAX);
+        hello(out, turn, connection_id, local_time);
     } else if turn.is(&["buildInfo", "buildinfo"]) {
         build_info(out);
     } else if turn.is(&["ping", "endSessions"]) {
@@ -443,7 +450,6 @@ impl Responder for Mongodb {
         }
         let request_id = *next_request_id;
         *next_request_id = next_request_id.wrapping_add(1);
-        let connection_id = 10 + i32::from(ctx.random_bytes::<1>(0x6964)[0]);
         let start = out.len();
         out.extend_from_slice(&[0; 4]);
         out.extend_from_slice(&request_id.to_le_bytes());
@@ -459,7 +465,7 @@ impl Responder for Mongodb {
             out.extend_from_slice(&[0; 4]); // startingFrom
             out.extend_from_slice(&1i32.to_le_bytes()); // numberReturned
         }
-        answer(out, turn, connection_id);
+        answer(out, turn, ctx);
         let len = i32::try_from(out.len() - start).unwrap_or(i32::MAX);
         out[start..start + 4].copy_from_slice(&len.to_le_bytes());
         After::KeepOpen
@@ -607,6 +613,10 @@ mod tests {
         assert_eq!(first.reply[8..12], m[0][4..8], "responseTo is the requestID");
         let doc = reply_doc(&first.reply);
         assert!(has(doc, "ismaster") && has(doc, "maxWireVersion") && !has(doc, "saslSupportedMechs"));
+        // localTime: the clock, in milliseconds since 1970 (a BSON date).
+        let at = first.reply.windows(11).position(|w| w == b"\x09localTime\0").unwrap() + 11;
+        let local_time = i64::from_le_bytes(first.reply[at..at + 8].try_into().unwrap());
+        assert_eq!(local_time, 1_700_000_000_123);
         let s = &first.spip["mongodb"];
         assert_eq!(s["opcode"], "query");
         assert_eq!(s["command"], "ismaster");

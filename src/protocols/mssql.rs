@@ -288,7 +288,7 @@ impl Responder for Mssql {
                 let at = begin_packet(out);
                 out.push(0xed); // SSPI token
                 out.extend_from_slice(&(ntlm::challenge_len(names) as u16).to_le_bytes());
-                ntlm::write_challenge(out, n.flags, &challenge, names);
+                ntlm::write_challenge(out, n.flags, &challenge, names, ctx.filetime());
                 end_packet(out, at);
                 self.state = State::Challenged { challenge };
                 After::KeepOpen
@@ -553,6 +553,10 @@ mod tests {
         assert_eq!(login.reply[8], 0xed);
         let challenge = &login.reply[11 + 24..11 + 32];
         assert_eq!(ntlm::parse(&login.reply[11..]), Ok(ntlm::Message::Challenge));
+        assert_eq!(
+            ntlm::challenge_timestamp(&login.reply[11..]),
+            Some(crate::protocols::testing::NOW_FILETIME)
+        );
         let auth = &t.turns[2];
         assert_eq!(auth.ecs["user"]["name"], "bob");
         assert_eq!(auth.ecs["user"]["domain"], "CORP");

@@ -415,16 +415,20 @@ fn put_av(out: &mut Vec<u8>, id: u16, ascii: &[u8]) {
 /// The length of the CHALLENGE [`write_challenge`] writes for `names` (wrappers put it first).
 pub fn challenge_len(names: ServerNames<'_>) -> usize {
     let (netbios, dns) = (names.netbios.len() * 2, names.dns.len() * 2);
-    // Header and version, target name, four AV pairs and the end of the list.
-    56 + netbios + (4 + netbios) * 2 + (4 + dns) * 2 + 4
+    // Header and version, target name, four name AV pairs, the timestamp and the end of the
+    // list.
+    56 + netbios + (4 + netbios) * 2 + (4 + dns) * 2 + (4 + 8) + 4
 }
 
-/// Appends our CHALLENGE to `out`, answering the client's NEGOTIATE flags.
+/// Appends our CHALLENGE to `out`, answering the client's NEGOTIATE flags. `filetime` is the
+/// server's current time (MsvAvTimestamp, which Windows sends since Vista and which NTLMv2
+/// clients copy into their response).
 pub fn write_challenge(
     out: &mut Vec<u8>,
     client_flags: u32,
     challenge: &[u8; 8],
     names: ServerNames<'_>,
+    filetime: u64,
 ) {
     let flags = (client_flags & GRANTED_IF_ASKED) | ALWAYS_SET;
     let start = out.len();
@@ -448,6 +452,8 @@ pub fn write_challenge(
     put_av(out, 1, names.netbios); // MsvAvNbComputerName
     put_av(out, 4, names.dns); // MsvAvDnsDomainName
     put_av(out, 3, names.dns); // MsvAvDnsComputerName
+    out.extend_from_slice(&[7, 0, 8, 0]); // MsvAvTimestamp
+    out.extend_from_slice(&filetime.to_le_bytes());
     out.extend_from_slice(&[0, 0, 0, 0]); // MsvAvEOL
     let info_len = (out.len() - info_start) as u16;
     let info_offset = (info_start - start) as u32;
@@ -455,6 +461,23 @@ pub fn write_challenge(
     desc[..2].copy_from_slice(&info_len.to_le_bytes());
     desc[2..4].copy_from_slice(&info_len.to_le_bytes());
     desc[4..].copy_from_slice(&info_offset.to_le_bytes());
+}
+
+/// The MsvAvTimestamp in a CHALLENGE's target info (for the tests of the responders that
+/// send one).
+#[cfg(test)]
+pub fn challenge_timestamp(msg: &[u8]) -> Option<u64> {
+    let mut info = field(msg, 40)?;
+    while let [a, b, c, d, rest @ ..] = info {
+        let len = usize::from(u16::from_le_bytes([*c, *d]));
+        let value = rest.get(..len)?;
+        match u16::from_le_bytes([*a, *b]) {
+            0 => return None,
+            7 => return Some(u64::from_le_bytes(value.try_into().ok()?)),
+            _ => info = &rest[len..],
+        }
+    }
+    None
 }
 
 /// The NTLMSSP mechanism OID, DER.
@@ -571,7 +594,7 @@ mod tests {
             netbios: b"FILESRV",
             dns: b"filesrv",
         };
-        write_challenge(&mut out, 0xe2088297, &[9; 8], names);
+        write_challenge(&mut out, 0xe2088297, &[9; 8], names, 0x01dc_1234_5678_9abc);
         assert_eq!(out.len(), challenge_len(names));
         assert_eq!(parse(&out), Ok(Message::Challenge));
         assert_eq!(&out[24..32], &[9; 8]);
@@ -583,8 +606,15 @@ mod tests {
         let name = field(&out, 12).unwrap();
         assert_eq!(name, b"F\0I\0L\0E\0S\0R\0V\0");
         let info = field(&out, 40).unwrap();
-        assert!(info.ends_with(&[0, 0, 0, 0]));
+        // Windows' order: NetBIOS domain and computer, DNS domain and computer, timestamp.
         assert_eq!(&info[..4], &[2, 0, 14, 0]);
+        assert_eq!(
+            &info[info.len() - 16..],
+            &[
+                7, 0, 8, 0, 0xbc, 0x9a, 0x78, 0x56, 0x34, 0x12, 0xdc, 0x01, 0, 0, 0, 0
+            ]
+        );
+        assert_eq!(challenge_timestamp(&out), Some(0x01dc_1234_5678_9abc));
     }
 
     #[test]

@@ -283,7 +283,7 @@ impl Rdp {
                 if spnego {
                     ntlm::write_spnego_challenge_head(out, challenge_len);
                 }
-                ntlm::write_challenge(out, negotiate.flags, &challenge, names);
+                ntlm::write_challenge(out, negotiate.flags, &challenge, names, ctx.filetime());
                 self.state = State::Credssp {
                     challenge: Some(challenge),
                 };
@@ -474,6 +474,7 @@ NTLMSSP\0\x01\0\0\0\xb7\x82\x08\xe2\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x0a\0\x63\x4
             server: "198.51.100.2:3389".parse().unwrap(),
             settings: &settings,
             random: 1,
+            now: crate::protocols::testing::now(),
         };
         let mut rdp = Rdp::new(&ctx);
         let Framing::Complete(len) = rdp.frame(input, 0) else {
@@ -536,6 +537,10 @@ NTLMSSP\0\x01\0\0\0\xb7\x82\x08\xe2\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x0a\0\x63\x4
         assert!(negotiate.reply.len() < 300, "{}", negotiate.reply.len());
         let names = utf16("UBUNTU");
         assert!(challenge.windows(names.len()).any(|w| w == names));
+        assert_eq!(
+            ntlm::challenge_timestamp(challenge),
+            Some(crate::protocols::testing::NOW_FILETIME)
+        );
         let server_challenge: String = challenge[24..32].iter().map(|b| format!("{b:02x}")).collect();
         // AUTHENTICATE: who, from where, the hash; refused with STATUS_LOGON_FAILURE.
         assert_eq!(authenticate.ecs["user"]["name"], "rdpuser");

@@ -1,10 +1,11 @@
 //! Redis (client speaks first): RESP arrays and inline commands, answered like an open Redis
 //! 7.0 that stores nothing: `+OK` to AUTH (the password is captured), `+PONG`, a short INFO,
-//! CONFIG GET/SET, SET/GET, KEYS, REPLICAOF, MODULE LOAD, EVAL ... with plausible short
+//! TIME and LASTSAVE (from the engine's clock), CONFIG GET/SET, SET/GET, KEYS, REPLICAOF, MODULE LOAD, EVAL ... with plausible short
 //! replies; nothing is executed. Each command (one array, or one inline line) is a turn.
 
 use super::{After, Context, Detection, Framing, Responder, TurnFields};
 use crate::json::JsonWriter;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub struct Redis {
     phase: Phase,
@@ -367,7 +368,7 @@ impl Responder for Redis {
         }
     }
 
-    fn reply(&mut self, turn: &RedisTurn<'_>, _ctx: &Context<'_>, out: &mut Vec<u8>) -> After {
+    fn reply(&mut self, turn: &RedisTurn<'_>, ctx: &Context<'_>, out: &mut Vec<u8>) -> After {
         if matches!(self.phase, Phase::Closed) {
             return After::Close;
         }
@@ -387,7 +388,7 @@ impl Responder for Redis {
             }
             RedisTurn::Command(command) => command,
         };
-        let after = answer(command, out);
+        let after = answer(command, ctx.now, out);
         if after == After::Close {
             self.phase = Phase::Closed;
         }
@@ -395,7 +396,8 @@ impl Responder for Redis {
     }
 }
 
-const INFO: &[u8] = b"# Server\r\n\
+/// INFO up to the server's clock, which [`info`] writes next.
+const INFO_HEAD: &[u8] = b"# Server\r\n\
 redis_version:7.0.15\r\n\
 redis_git_sha1:00000000\r\n\
 redis_git_dirty:0\r\n\
@@ -405,10 +407,14 @@ os:Linux 6.1.0-28-amd64 x86_64\r\n\
 arch_bits:64\r\n\
 gcc_version:12.2.0\r\n\
 process_id:811\r\n\
-tcp_port:6379\r\n\
-uptime_in_seconds:2315914\r\n\
-uptime_in_days:26\r\n\
-executable:/usr/bin/redis-server\r\n\
+tcp_port:6379\r\n";
+
+/// How long our server has been up (26 days): its start, and so its last save, is the clock
+/// minus this.
+const UPTIME_SECONDS: u64 = 2_315_914;
+
+/// INFO after the uptime, up to the last save time.
+const INFO_MIDDLE: &[u8] = b"executable:/usr/bin/redis-server\r\n\
 config_file:/etc/redis/redis.conf\r\n\
 \r\n\
 # Clients\r\n\
@@ -423,9 +429,10 @@ maxmemory_policy:noeviction\r\n\
 \r\n\
 # Persistence\r\n\
 loading:0\r\n\
-rdb_changes_since_last_save:0\r\n\
-rdb_last_save_time:1732870000\r\n\
-\r\n\
+rdb_changes_since_last_save:0\r\n";
+
+/// INFO after the last save time.
+const INFO_TAIL: &[u8] = b"\r\n\
 # Replication\r\n\
 role:master\r\n\
 connected_slaves:0\r\n\
@@ -444,6 +451,40 @@ const CONFIG: [(&str, &str); 9] = [
     ("appendonly", "no"),
     ("save", "3600 1 300 100 60 10000"),
 ];
+
+/// INFO as Redis 7.0 writes it at `now` (abridged): the clock in `server_time_usec`, and no
+/// save since the start (`rdb_last_save_time` is the start time, as after a restart).
+fn info(out: &mut Vec<u8>, now: SystemTime) {
+    use std::io::Write;
+    let since_1970 = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut text = Vec::with_capacity(1024);
+    text.extend_from_slice(INFO_HEAD);
+    // ok to ignore: writing to a Vec cannot fail.
+    let _ = write!(
+        text,
+        "server_time_usec:{}\r\nuptime_in_seconds:{UPTIME_SECONDS}\r\nuptime_in_days:{}\r\n",
+        since_1970.as_micros(),
+        UPTIME_SECONDS / 86_400
+    );
+    text.extend_from_slice(INFO_MIDDLE);
+    let _ = write!(text, "rdb_last_save_time:{}\r\n", last_save(now));
+    text.extend_from_slice(INFO_TAIL);
+    bulk(out, &text);
+}
+
+/// The server's start in seconds since 1970 (LASTSAVE: nothing saved since).
+fn last_save(now: SystemTime) -> u64 {
+    let since_1970 = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    since_1970.as_secs().saturating_sub(UPTIME_SECONDS)
+}
+
+/// TIME: seconds and microseconds, two bulk strings.
+fn time(out: &mut Vec<u8>, now: SystemTime) {
+    let since_1970 = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    out.extend_from_slice(b"*2\r\n");
+    bulk(out, since_1970.as_secs().to_string().as_bytes());
+    bulk(out, since_1970.subsec_micros().to_string().as_bytes());
+}
 
 fn bulk(out: &mut Vec<u8>, value: &[u8]) {
     use std::io::Write;
@@ -468,8 +509,8 @@ fn wrong_arity(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(b"' command\r\n");
 }
 
-/// What Redis 7.0 answers (without doing it).
-fn answer(command: &Command<'_>, out: &mut Vec<u8>) -> After {
+/// What Redis 7.0 answers at `now` (without doing it).
+fn answer(command: &Command<'_>, now: SystemTime, out: &mut Vec<u8>) -> After {
     let args = command.arguments;
     let reply: &[u8] = match () {
         // Redis closes on what looks like an HTTP request sent to it (cross-protocol attack).
@@ -485,7 +526,17 @@ fn answer(command: &Command<'_>, out: &mut Vec<u8>) -> After {
             return After::KeepOpen;
         }
         _ if command.is("info") => {
-            bulk(out, INFO);
+            info(out, now);
+            return After::KeepOpen;
+        }
+        _ if command.is("time") && args == 0 => {
+            time(out, now);
+            return After::KeepOpen;
+        }
+        _ if command.is("lastsave") && args == 0 => {
+            use std::io::Write;
+            // ok to ignore: writing to a Vec cannot fail.
+            let _ = write!(out, ":{}\r\n", last_save(now));
             return After::KeepOpen;
         }
         _ if command.is("config") && command.arg_is(0, "get") && args >= 2 => {
@@ -536,10 +587,10 @@ fn answer(command: &Command<'_>, out: &mut Vec<u8>) -> After {
 }
 
 /// Commands answered above: with other argument counts they get the arity error.
-const KNOWN: [&str; 27] = [
+const KNOWN: [&str; 29] = [
     "auth", "ping", "echo", "config", "set", "get", "keys", "scan", "del", "exists", "unlink",
     "dbsize", "flushall", "flushdb", "select", "save", "bgsave", "slaveof", "replicaof", "module",
-    "eval", "eval_ro", "evalsha", "client", "type", "info", "quit",
+    "eval", "eval_ro", "evalsha", "client", "type", "info", "quit", "time", "lastsave",
 ];
 
 fn config_get(command: &Command<'_>, out: &mut Vec<u8>) {
@@ -701,6 +752,23 @@ mod tests {
         assert!(converse::<Redis>(false, &[b"QUIT\r\n"]).turns[0].close);
         let http = converse::<Redis>(false, &[b"POST / HTTP/1.1\r\nHost: x\r\n\r\n"]);
         assert!(http.turns[0].close && http.turns[0].reply.is_empty());
+    }
+
+    #[test]
+    fn server_times_are_the_clock() {
+        // The test clock is 1_700_000_000.1234567 s; the server started 2_315_914 s before.
+        let reply = |input: &[u8]| converse::<Redis>(false, &[input]).turns[0].reply.clone();
+        assert_eq!(reply(b"TIME\r\n"), b"*2\r\n$10\r\n1700000000\r\n$6\r\n123456\r\n");
+        assert_eq!(reply(b"LASTSAVE\r\n"), b":1697684086\r\n");
+        let info = reply(b"INFO\r\n");
+        let text = String::from_utf8_lossy(&info);
+        let (len, body) = text[1..].split_once("\r\n").unwrap();
+        assert_eq!(len.parse::<usize>().unwrap() + 2, body.len(), "bulk length");
+        assert!(text.contains(
+            "\r\nserver_time_usec:1700000000123456\r\nuptime_in_seconds:2315914\r\nuptime_in_days:26\r\n"
+        ));
+        assert!(text.contains("\r\nrdb_last_save_time:1697684086\r\n"));
+        assert_eq!(reply(b"TIME now\r\n"), b"-ERR wrong number of arguments for 'time' command\r\n");
     }
 
     #[test]

@@ -402,8 +402,9 @@ fn negotiate_response(out: &mut Vec<u8>, req: &Header, dialect: u16, ctx: &Conte
     for max in [8_388_608u32; 3] {
         out.extend_from_slice(&max.to_le_bytes()); // transact, read, write
     }
-    // System time and start time: a responder has no clock (zero, as Samba sends for start).
-    out.extend_from_slice(&[0; 16]);
+    out.extend_from_slice(&ctx.filetime().to_le_bytes()); // SystemTime
+    // ServerStartTime: zero, as Windows 10 / Server 2016 and later send (and Samba).
+    out.extend_from_slice(&0u64.to_le_bytes());
     out.extend_from_slice(&128u16.to_le_bytes()); // security buffer: after both headers
     out.extend_from_slice(&(NEG_TOKEN_INIT.len() as u16).to_le_bytes());
     let context_offset_at = out.len();
@@ -451,7 +452,7 @@ fn challenge_response(
     if spnego {
         ntlm::write_spnego_challenge_head(out, ntlm::challenge_len(names));
     }
-    ntlm::write_challenge(out, client_flags, challenge, names);
+    ntlm::write_challenge(out, client_flags, challenge, names, ctx.filetime());
     let blob_len = (out.len() - blob) as u16;
     out[len_at..len_at + 2].copy_from_slice(&blob_len.to_le_bytes());
     end_response(out, at);
@@ -556,7 +557,7 @@ impl TurnFields for SmbTurn<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocols::testing::{assert_splits_agree, converse, converse_on};
+    use crate::protocols::testing::{NOW_FILETIME, assert_splits_agree, converse, converse_on};
 
     fn hex(s: &str) -> Vec<u8> {
         crate::inspect::decode_hex(s).expect("test hex")
@@ -584,6 +585,10 @@ mod tests {
         assert_eq!(status(&neg.reply), STATUS_SUCCESS);
         assert_eq!(&neg.reply[4 + 64 + 4..4 + 64 + 6], &[0x11, 0x03]);
         assert!(neg.reply.windows(NEG_TOKEN_INIT.len()).any(|w| w == NEG_TOKEN_INIT));
+        // SystemTime is the clock; ServerStartTime zero, as Windows 10 and later send.
+        let times = &neg.reply[4 + 64 + 40..4 + 64 + 56];
+        assert_eq!(times[..8], NOW_FILETIME.to_le_bytes());
+        assert_eq!(times[8..], [0; 8]);
         assert_eq!(neg.spip["smb"]["command"], "negotiate");
         assert_eq!(
             neg.spip["smb"]["dialects"],
@@ -596,6 +601,10 @@ mod tests {
         assert_eq!(
             ntlm::parse(&setup1.reply[at..]),
             Ok(ntlm::Message::Challenge)
+        );
+        assert_eq!(
+            ntlm::challenge_timestamp(&setup1.reply[at..]),
+            Some(NOW_FILETIME)
         );
         // The SPNEGO NegTokenResp around it: [1] of exactly the blob's length.
         let blob = &setup1.reply[4 + 64 + 8..];
@@ -645,6 +654,7 @@ mod tests {
         let reply = &t.turns[0].reply;
         assert_eq!(&reply[4..8], SMB2_MAGIC);
         assert_eq!(&reply[4 + 64 + 4..4 + 64 + 6], &WILDCARD.to_le_bytes());
+        assert_eq!(reply[4 + 64 + 40..4 + 64 + 48], NOW_FILETIME.to_le_bytes());
         assert_eq!(
             t.turns[0].spip["smb"]["dialects"],
             serde_json::json!(["NT LM 0.12", "SMB 2.002", "SMB 2.???"])

@@ -9,11 +9,20 @@ use super::{After, Context, Framing, Responder, Settings, TurnFields};
 use crate::json::JsonWriter;
 use serde_json::Value;
 use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The test client's address (replies that echo the client's IP show this one).
 pub const CLIENT: &str = "192.0.2.7:40000";
 /// The address the test client dialled; its port is given to [`converse_on`].
 pub const SERVER_IP: &str = "198.51.100.2";
+
+/// The wall clock every test conversation sees: 2023-11-14 22:13:20.1234567 UTC.
+pub fn now() -> SystemTime {
+    UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_700)
+}
+
+/// [`now`] as a FILETIME (100 ns since 1601), as replies carry it.
+pub const NOW_FILETIME: u64 = 133_444_736_001_234_567;
 
 /// One client turn and what it produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +79,7 @@ pub fn converse_on<R: Responder>(port: u16, greet: bool, chunks: &[&[u8]]) -> Tr
         server: SocketAddr::new(SERVER_IP.parse().unwrap(), port),
         settings: &settings,
         random: 0x5eed_5eed_5eed_5eed,
+        now: now(),
     };
     let mut r = R::new(&ctx);
     let mut greeting = Vec::new();
