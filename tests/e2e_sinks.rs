@@ -362,7 +362,23 @@ fn metrics_endpoint_passes_promtool() {
         body.contains("spip_sink_records_total{sink=\"file\"} 3"),
         "{body}"
     );
-    assert!(!body.contains("source"), "no per-source labels: {body}");
+    // Every counter of the table is there, zero or not (one of the shed reasons, and a sink's).
+    assert!(
+        body.contains("spip_connections_shed_total{reason=\"per_source\"} 0"),
+        "{body}"
+    );
+    assert!(
+        body.contains("spip_record_budget_exhausted_total 0"),
+        "{body}"
+    );
+    assert!(
+        body.contains("spip_sink_dropped_total{sink=\"file\"} 0"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("{source") && !body.contains(",source"),
+        "no per-source labels: {body}"
+    );
     // Anything else, promtool included: the Prometheus text format.
     let text = scrape("");
     let (head, body) = text.split_once("\r\n\r\n").unwrap();

@@ -11,7 +11,6 @@ mod common;
 use common::*;
 use std::process::Output;
 
-
 /// Runs a client that is expected to fail its login (its exit status is not checked).
 fn client(ns: &Netns, args: &[&str]) -> Output {
     ns.cmd(args)

@@ -117,6 +117,7 @@ fn pipelined_requests_stay_within_the_budget_and_nothing_is_lost() {
     assert_eq!(recs.len(), cfg.max_records as usize);
     let last = recs.last().unwrap();
     assert_eq!(last["spip"]["budget_exhausted"], true);
+    assert!(c.budget_exhausted(), "counted by the capture layer");
     // Every byte, in order.
     let joined: Vec<u8> = recs.iter().flat_map(payload).collect();
     assert_eq!(joined, all);
