@@ -171,9 +171,10 @@ counter_table! {
         /// Times the kernel dropped SYN log messages because we fell behind.
         syn_log_overflows: Counter "syn_log_overflows",
             "Times the kernel dropped SYN log messages because the sensor fell behind";
-        /// Sources evicted from the full scan summary table (a total, updated with the stats).
+        /// Sources evicted from the full scan summary table (a copy of the table's own count,
+        /// taken every worker tick and before each stats line).
         scan_sources_evicted: Counter "scan_sources_evicted",
-            "Sources evicted from the full scan summary table (updated every stats interval)";
+            "Sources evicted from the full scan summary table";
         /// UDP datagrams received (`udp = true`).
         udp_datagrams: Counter "udp_datagrams", "UDP datagrams received";
         /// UDP datagrams without an original destination (not TPROXY'd: the local address is used).

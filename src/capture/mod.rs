@@ -225,7 +225,7 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
             let evicted = shared.summaries.evicted();
             counters
                 .scan_sources_evicted
-                .store(evicted, Ordering::Relaxed);
+                .fetch_max(evicted, Ordering::Relaxed);
             stats(false);
             next_stats = Instant::now() + stats_interval;
         }
@@ -269,7 +269,7 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     let evicted = summaries_evicted;
     counters
         .scan_sources_evicted
-        .store(evicted, Ordering::Relaxed);
+        .fetch_max(evicted, Ordering::Relaxed);
     stats(true);
     if failed { 1 } else { 0 }
 }

@@ -99,6 +99,7 @@ fn one_byte_segments_become_one_turn_at_the_pause() {
     assert_eq!(recs.len(), 1);
     assert_eq!(payload(&recs[0]), data);
     assert_eq!(c.transmit().as_slice(), b"192.0.2.7");
+    assert!(!c.budget_exhausted());
 }
 
 #[test]
