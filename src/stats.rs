@@ -2,7 +2,7 @@
 //! counters, see [`crate::sinks::SinkCounters`]) and exported at `/metrics`
 //! ([`crate::sinks::metrics`]).
 //!
-//! Every counter struct is declared with [`counter_table!`], which writes the struct and its
+//! Every counter struct is declared with `counter_table!`, which writes the struct and its
 //! table ([`CounterInfo`]: stats-line key, metric name, label, kind, help) from one list, so a
 //! counter cannot reach one report and miss the other.
 
@@ -30,7 +30,7 @@ pub struct CounterInfo {
     pub help: &'static str,
 }
 
-/// A counter struct declared with [`counter_table!`]: its table and current values.
+/// A counter struct declared with `counter_table!`: its table and current values.
 pub trait CounterSet: Send + Sync + std::fmt::Debug {
     fn table(&self) -> &'static [CounterInfo];
     /// Calls `each` with every counter of the table and its current value, in table order.

@@ -4,8 +4,9 @@
 //! what `promtool check metrics` reads.
 //!
 //! Labels come only from small fixed sets (protocol, outcome, sink name): never a source IP or
-//! port, so an attacker cannot grow the series count. Process counters, sink counters and the
-//! conntrack fill are read at scrape time; connection outcomes are counted by the engine through
+//! port, so an attacker cannot grow the series count. Process counters and sink counters (every
+//! entry of their tables, see `stats::counter_table!`) and the conntrack fill are read at
+//! scrape time; connection outcomes are counted by the engine through
 //! [`Metrics::connection_closed`].
 
 use super::SinkStats;
