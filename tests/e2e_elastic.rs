@@ -175,6 +175,15 @@ fn every_record_arrives_once_through_faults_and_rejects_are_dead_lettered() {
         "{stderr}"
     );
     assert!(stderr.contains("already indexed (409)"), "{stderr}");
+    // The sink's own counters are on the stats line too.
+    assert!(
+        stderr.contains(&format!("\"elasticsearch_dead_lettered\":{rejected_total}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("\"elasticsearch_dead_letter_lost\":0"),
+        "{stderr}"
+    );
     // The refusal is said once, not per batch.
     assert_eq!(
         stderr

@@ -362,7 +362,23 @@ fn metrics_endpoint_passes_promtool() {
         body.contains("spip_sink_records_total{sink=\"file\"} 3"),
         "{body}"
     );
-    assert!(!body.contains("source"), "no per-source labels: {body}");
+    // Every counter of the table is there, zero or not (one of the shed reasons, and a sink's).
+    assert!(
+        body.contains("spip_connections_shed_total{reason=\"per_source\"} 0"),
+        "{body}"
+    );
+    assert!(
+        body.contains("spip_record_budget_exhausted_total 0"),
+        "{body}"
+    );
+    assert!(
+        body.contains("spip_sink_dropped_total{sink=\"file\"} 0"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("{source") && !body.contains(",source"),
+        "no per-source labels: {body}"
+    );
     // Anything else, promtool included: the Prometheus text format.
     let text = scrape("");
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
@@ -391,6 +407,54 @@ fn metrics_endpoint_passes_promtool() {
     assert_eq!(code, 0, "{stderr}");
 }
 
+/// The value of the unlabelled counter `name` at the sensor's `/metrics` (Prometheus text).
+fn scraped(ns: &Netns, name: &'static str) -> Option<u64> {
+    let body = ns.within(|| {
+        let mut s = TcpStream::connect("127.0.0.1:9464").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn record_budget_exhaustion_is_counted_on_metrics_and_the_stats_line() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[9464]);
+    let mut sensor = Sensor::start(
+        &ns,
+        "metrics_listen = \"127.0.0.1:9464\"\nmax_records_per_connection = 2\n",
+    );
+    // Three pipelined requests: the first is a record, the budget is then spent and the
+    // rest goes into one last record (`spip.budget_exhausted`).
+    ns.within(|| {
+        let mut s = TcpStream::connect("127.0.0.1:80").unwrap();
+        s.write_all(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3))
+            .unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = s.read_to_end(&mut Vec::new());
+    });
+    let records = sensor.wait_records(2, Duration::from_secs(5));
+    assert_eq!(records[1]["spip"]["budget_exhausted"], true, "{records:?}");
+    // Counted when the connection ends, which can be just after its records are written.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let metric = "spip_record_budget_exhausted_total";
+    while scraped(&ns, metric) != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "{metric} is {:?}",
+            scraped(&ns, metric)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, stderr) = sensor.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stat(&stderr, "record_budget_exhausted"), 1, "{stderr}");
+}
+
 common::test_main! {
     needs_root: [
         deleting_the_live_file_under_load_keeps_later_records_and_history,
@@ -398,6 +462,7 @@ common::test_main! {
         signals_during_the_drain_do_not_kill_and_final_stats_count_everything,
         loom_down_for_ten_seconds_loses_nothing,
         metrics_endpoint_passes_promtool,
+        record_budget_exhaustion_is_counted_on_metrics_and_the_stats_line,
     ],
     no_root: [],
 }

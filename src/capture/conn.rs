@@ -288,6 +288,9 @@ fn count_close(worker: &Worker, conn: &Connection) {
     if conn.received() == 0 {
         counters.inc(&counters.empty_connections);
     }
+    if conn.budget_exhausted() {
+        counters.inc(&counters.record_budget_exhausted);
+    }
     if let (Some(metrics), Some(reason)) = (&worker.shared.metrics, conn.closing()) {
         metrics.connection_closed(conn.protocol(), reason.as_str());
     }

@@ -95,11 +95,7 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
             return 1;
         }
     };
-    let sink_counters: Vec<_> = output
-        .sinks()
-        .iter()
-        .map(|s| (s.name(), s.counters().clone()))
-        .collect();
+    let sink_counters: Vec<_> = output.sinks().iter().map(|s| s.stats()).collect();
     let metrics = match cfg.metrics_listen {
         None => None,
         Some(addr) => {
@@ -234,7 +230,7 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
             let evicted = shared.summaries.evicted();
             counters
                 .scan_sources_evicted
-                .store(evicted, Ordering::Relaxed);
+                .fetch_max(evicted, Ordering::Relaxed);
             stats(false);
             next_stats = Instant::now() + stats_interval;
         }
@@ -278,7 +274,7 @@ pub fn run(cfg: Config, driver: DriverChoice) -> i32 {
     let evicted = summaries_evicted;
     counters
         .scan_sources_evicted
-        .store(evicted, Ordering::Relaxed);
+        .fetch_max(evicted, Ordering::Relaxed);
     stats(true);
     if failed { 1 } else { 0 }
 }
@@ -294,11 +290,7 @@ fn write_summaries(shared: &Shared, sink: &mut RecordSink, now: Instant) {
     sink.flush();
 }
 
-fn print_stats(
-    counters: &Counters,
-    sinks: &[(&'static str, Arc<crate::sinks::SinkCounters>)],
-    last: bool,
-) {
+fn print_stats(counters: &Counters, sinks: &[crate::sinks::SinkStats], last: bool) {
     let mut line = Vec::with_capacity(512);
     let mut w = JsonWriter::new(&mut line);
     w.begin();
@@ -306,13 +298,14 @@ fn print_stats(
     crate::record::write_timestamp(w.buf(), SystemTime::now());
     w.str("type", if last { b"final_stats" } else { b"stats" });
     counters.write_fields(&mut w);
-    for (name, c) in sinks {
-        if *name == crate::sinks::file::NAME {
+    for sink in sinks {
+        if sink.name == crate::sinks::file::NAME {
             // The local output's counts under their historical names.
+            let c = &sink.counters;
             w.u64("recorded", c.sent.load(Ordering::Relaxed));
             w.u64("records_dropped", c.dropped.load(Ordering::Relaxed));
         }
-        c.write_stats(name, &mut w);
+        sink.write_stats(&mut w);
     }
     w.finish();
     line.push(b'\n');

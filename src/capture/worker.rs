@@ -233,6 +233,12 @@ async fn tick(worker: Rc<Worker>) {
         };
         let counters = &worker.shared.counters;
         counters.add(&counters.admission_evictions, evicted);
+        // The scan table counts its own evictions; copied here so the stats line and /metrics
+        // are current (max: workers copy it concurrently and a counter must not step back).
+        let scan_evicted = worker.shared.summaries.evicted();
+        counters
+            .scan_sources_evicted
+            .fetch_max(scan_evicted, Ordering::Relaxed);
         worker.registry.borrow_mut().sweep(now);
         if worker.shared.shutdown.load(Ordering::Acquire) && !worker.stopping() {
             worker.stop.fire();

@@ -261,6 +261,8 @@ struct Core {
     session_deadline: Instant,
     handshake_deadline: Option<Instant>,
     close: Option<CloseReason>,
+    /// The record budget ran out: the last record took the rest (for the counters).
+    budget_exhausted: bool,
     /// The responder that talked (for metrics); "none" until one is chosen.
     protocol: &'static str,
 }
@@ -292,6 +294,7 @@ impl Connection {
             session_deadline: now + cfg.session_timeout,
             handshake_deadline: None,
             close: None,
+            budget_exhausted: false,
             protocol: "none",
         };
         let mut greeting = Vec::new();
@@ -344,6 +347,12 @@ impl Connection {
     /// Client bytes received so far.
     pub fn received(&self) -> usize {
         self.core.received
+    }
+
+    /// True once the record budget ran out and a last record took the rest
+    /// (`spip.budget_exhausted`).
+    pub fn budget_exhausted(&self) -> bool {
+        self.core.budget_exhausted
     }
 
     /// Client bytes arrived.
@@ -1011,6 +1020,7 @@ impl Core {
         });
         self.records += 1;
         self.record_bytes += size;
+        self.budget_exhausted |= budget_exhausted;
     }
 }
 

@@ -99,6 +99,7 @@ fn one_byte_segments_become_one_turn_at_the_pause() {
     assert_eq!(recs.len(), 1);
     assert_eq!(payload(&recs[0]), data);
     assert_eq!(c.transmit().as_slice(), b"192.0.2.7");
+    assert!(!c.budget_exhausted());
 }
 
 #[test]
@@ -117,6 +118,7 @@ fn pipelined_requests_stay_within_the_budget_and_nothing_is_lost() {
     assert_eq!(recs.len(), cfg.max_records as usize);
     let last = recs.last().unwrap();
     assert_eq!(last["spip"]["budget_exhausted"], true);
+    assert!(c.budget_exhausted(), "counted by the capture layer");
     // Every byte, in order.
     let joined: Vec<u8> = recs.iter().flat_map(payload).collect();
     assert_eq!(joined, all);

@@ -42,16 +42,21 @@ const MAX_REASON: usize = 1024;
 const RESPONSE_BASE_BYTES: u64 = 64 << 10;
 const RESPONSE_BYTES_PER_RECORD: u64 = 2 << 10;
 
-/// Counters beyond the runner's (sent, retried, dropped): what only this sink knows. Said on
-/// stderr at close; not yet on the stats line or `/metrics` (the runner's counters are).
-#[derive(Debug, Default)]
-pub struct ElasticCounters {
-    /// Records the cluster already had (409 on `create`): delivered by an earlier attempt.
-    pub already_there: AtomicU64,
-    /// Records refused for good and written to the dead-letter file.
-    pub dead_lettered: AtomicU64,
-    /// Refused records the dead-letter file could not take (full, unwritable, or none set).
-    pub dead_letter_lost: AtomicU64,
+crate::stats::counter_table! {
+    /// Counters beyond the runner's (sent, retried, dropped): what only this sink knows. On the
+    /// stats line as `elasticsearch_<key>`, at `/metrics` with `sink="elasticsearch"`, and said
+    /// on stderr at close.
+    pub struct ElasticCounters {
+        /// Records the cluster already had (409 on `create`): delivered by an earlier attempt.
+        already_there: Counter "sink_already_indexed",
+            "Records the cluster already had (409 on create): delivered by an earlier attempt";
+        /// Records refused for good and written to the dead-letter file.
+        dead_lettered: Counter "sink_dead_lettered",
+            "Records refused for good and written to the dead-letter file";
+        /// Refused records the dead-letter file could not take (full, unwritable, or none set).
+        dead_letter_lost: Counter "sink_dead_letter_lost",
+            "Refused records the dead-letter file could not take (full, unwritable, or none set)";
+    }
 }
 
 /// Why the sink cannot start.
@@ -228,6 +233,10 @@ impl Sink for Elastic {
 
     fn batching(&self) -> Batching {
         self.batching
+    }
+
+    fn own_counters(&self) -> Option<Arc<dyn crate::stats::CounterSet>> {
+        Some(self.counters.clone())
     }
 
     fn deliver(&mut self, records: &[&[u8]]) -> Delivery {

@@ -328,7 +328,7 @@ mod tests {
         let mut buf = Vec::new();
         let mut w = JsonWriter::new(&mut buf);
         w.begin();
-        c.write_stats("loom", &mut w);
+        crate::stats::write_prefixed("loom", &c, &mut w);
         w.finish();
         assert_eq!(
             String::from_utf8(buf).unwrap(),

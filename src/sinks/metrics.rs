@@ -4,14 +4,16 @@
 //! what `promtool check metrics` reads.
 //!
 //! Labels come only from small fixed sets (protocol, outcome, sink name): never a source IP or
-//! port, so an attacker cannot grow the series count. Process counters, sink counters and the
-//! conntrack fill are read at scrape time; connection outcomes are counted by the engine through
+//! port, so an attacker cannot grow the series count. Process counters and sink counters (every
+//! entry of their tables, see `stats::counter_table!`) and the conntrack fill are read at
+//! scrape time; connection outcomes are counted by the engine through
 //! [`Metrics::connection_closed`].
 
-use super::SinkCounters;
-use crate::stats::Counters;
+use super::SinkStats;
+use crate::stats::{CounterInfo, CounterSet, Counters, Kind};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
@@ -19,7 +21,6 @@ use prometheus_client::registry::Registry;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The conntrack table fill (REDIRECT mode needs a free entry per connection).
@@ -48,7 +49,7 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     /// Metrics over the process counters and each sink's counters.
-    pub fn new(counters: Arc<Counters>, sinks: Vec<(&'static str, Arc<SinkCounters>)>) -> Metrics {
+    pub fn new(counters: Arc<Counters>, sinks: Vec<SinkStats>) -> Metrics {
         let mut registry = Registry::with_prefix("spip");
         let connections = Family::<ConnectionLabels, Counter>::default();
         registry.register(
@@ -159,7 +160,7 @@ impl Metrics {
 #[derive(Debug)]
 struct Snapshot {
     counters: Arc<Counters>,
-    sinks: Vec<(&'static str, Arc<SinkCounters>)>,
+    sinks: Vec<SinkStats>,
     conntrack: [&'static str; 2],
 }
 
@@ -167,98 +168,80 @@ fn read_number(path: &str) -> Option<i64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: &AtomicU64) -> std::fmt::Result {
-    let c = ConstCounter::new(v.load(Ordering::Relaxed));
-    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
-}
-
 fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
     let g = ConstGauge::new(v);
     g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
-impl Collector for Snapshot {
-    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
-        let c = &self.counters;
-        counter(&mut e, "accepted", "Connections accepted", &c.accepted)?;
-        counter(
-            &mut e,
-            "accept_errors",
-            "accept() errors (such as EMFILE) that made the sensor back off",
-            &c.accept_errors,
-        )?;
-        let live = c.live.load(Ordering::Relaxed) as i64;
-        gauge(&mut e, "live_connections", "Connections open now", live)?;
-        let udp: [(&str, &str, &AtomicU64); 6] = [
-            ("udp_datagrams", "UDP datagrams received", &c.udp_datagrams),
-            ("udp_replies", "UDP replies sent", &c.udp_replies),
-            (
-                "udp_reply_bytes",
-                "UDP reply bytes sent",
-                &c.udp_reply_bytes,
-            ),
-            (
-                "udp_suppressed_never",
-                "UDP datagrams of protocols never answered (amplifiers)",
-                &c.udp_suppressed_never,
-            ),
-            (
-                "udp_suppressed_oversize",
-                "UDP replies dropped for being larger than their datagram",
-                &c.udp_suppressed_oversize,
-            ),
-            (
-                "udp_suppressed_client_budget",
-                "UDP replies over one client address's budget",
-                &c.udp_suppressed_source_budget,
-            ),
-        ];
-        for (name, help, v) in udp {
-            counter(&mut e, name, help, v)?;
-        }
-        counter(
-            &mut e,
-            "udp_suppressed_global_budget",
-            "UDP replies over the sensor-wide reply byte rate",
-            &c.udp_suppressed_global_budget,
-        )?;
-        type Field = fn(&SinkCounters) -> &AtomicU64;
-        let per_sink: [(&str, &str, Field); 4] = [
-            ("sink_records", "Records a sink delivered", |s| &s.sent),
-            (
-                "sink_dropped",
-                "Records a sink gave up on (budget full, refused, left at shutdown)",
-                |s| &s.dropped,
-            ),
-            (
-                "sink_errors",
-                "Deliveries that did not deliver everything",
-                |s| &s.errors,
-            ),
-            ("sink_retries", "Deliveries retried", |s| &s.retries),
-        ];
-        for (name, help, field) in per_sink {
-            let mut m = e.encode_descriptor(
-                name,
-                help,
-                None,
-                prometheus_client::metrics::MetricType::Counter,
-            )?;
-            for (sink, counters) in &self.sinks {
-                let v = ConstCounter::new(field(counters).load(Ordering::Relaxed));
-                v.encode(m.encode_family(&[("sink", *sink)])?)?;
+/// One value to expose: its counter, the sink it belongs to (if any) and the value now.
+struct Sample {
+    info: &'static CounterInfo,
+    sink: Option<&'static str>,
+    value: u64,
+}
+
+/// Encodes samples as metric families: the samples of one family must be adjacent.
+fn encode_samples(e: &mut DescriptorEncoder, samples: &[Sample]) -> std::fmt::Result {
+    for family in samples.chunk_by(|a, b| a.info.metric == b.info.metric) {
+        let Some(first) = family.first() else {
+            continue;
+        };
+        let info = first.info;
+        let kind = match info.kind {
+            Kind::Counter => MetricType::Counter,
+            Kind::Gauge => MetricType::Gauge,
+        };
+        let mut m = e.encode_descriptor(info.metric, info.help, None, kind)?;
+        for sample in family {
+            let labels: Vec<(&str, &str)> = sample
+                .sink
+                .map(|sink| ("sink", sink))
+                .into_iter()
+                .chain(sample.info.label)
+                .collect();
+            let m = m.encode_family(&labels)?;
+            match info.kind {
+                Kind::Counter => ConstCounter::new(sample.value).encode(m)?,
+                // Gauges here are byte and connection counts, far below i64::MAX.
+                Kind::Gauge => {
+                    ConstGauge::new(i64::try_from(sample.value).unwrap_or(i64::MAX)).encode(m)?
+                }
             }
         }
-        let mut m = e.encode_descriptor(
-            "sink_queue_bytes",
-            "Bytes a sink holds (queued, in flight, awaiting a retry)",
-            None,
-            prometheus_client::metrics::MetricType::Gauge,
-        )?;
-        for (sink, counters) in &self.sinks {
-            let v = ConstGauge::new(counters.queue_bytes.load(Ordering::Relaxed) as i64);
-            v.encode(m.encode_family(&[("sink", *sink)])?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let process: Vec<Sample> = self
+            .counters
+            .values()
+            .map(|(info, value)| Sample {
+                info,
+                sink: None,
+                value,
+            })
+            .collect();
+        encode_samples(&mut e, &process)?;
+        // Every sink's counters (the runner's and its own), grouped by metric: a stable sort
+        // keeps the sinks in order within a family.
+        let mut per_sink = Vec::new();
+        for sink in &self.sinks {
+            let mut push = |info, value| {
+                per_sink.push(Sample {
+                    info,
+                    sink: Some(sink.name),
+                    value,
+                })
+            };
+            sink.counters.for_each(&mut push);
+            if let Some(own) = &sink.own {
+                own.for_each(&mut push);
+            }
         }
+        per_sink.sort_by_key(|s| s.info.metric);
+        encode_samples(&mut e, &per_sink)?;
         // Absent without netfilter (or in a container that hides it): then not reported.
         if let (Some(count), Some(max)) = (
             read_number(self.conntrack[0]),
@@ -275,33 +258,132 @@ impl Collector for Snapshot {
 mod tests {
     use super::*;
 
+    use crate::sinks::SinkCounters;
+    use crate::sinks::elastic::ElasticCounters;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// The exposition line of one counter: `spip_<metric>[_total]{sink=..,<label>=..} <value>`.
+    fn line(info: &CounterInfo, sink: Option<&str>, value: u64) -> String {
+        let suffix = if info.kind == Kind::Counter {
+            "_total"
+        } else {
+            ""
+        };
+        let labels: Vec<String> = sink
+            .map(|s| ("sink", s))
+            .into_iter()
+            .chain(info.label)
+            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .collect();
+        let labels = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{}}}", labels.join(","))
+        };
+        format!("spip_{}{suffix}{labels} {value}", info.metric)
+    }
+
+    /// Gives every counter its own value (1, 2, ... from `first`) and returns the lines the
+    /// exposition must have.
+    fn number<'a>(
+        fields: impl Iterator<Item = (&'static CounterInfo, &'a AtomicU64)>,
+        sink: Option<&str>,
+        first: u64,
+    ) -> Vec<String> {
+        fields
+            .zip(first..)
+            .map(|((info, atomic), value)| {
+                atomic.store(value, Ordering::Relaxed);
+                line(info, sink, value)
+            })
+            .collect()
+    }
+
     #[test]
-    fn exposition_has_every_family_and_ends_with_eof() {
+    fn exposition_has_every_counter_of_the_tables_and_ends_with_eof() {
         let counters = Arc::new(Counters::default());
-        counters.accepted.store(7, Ordering::Relaxed);
-        counters.live.store(2, Ordering::Relaxed);
         let file = Arc::new(SinkCounters::default());
-        file.sent.store(5, Ordering::Relaxed);
-        file.queue_bytes.store(100, Ordering::Relaxed);
-        let m = Metrics::new(counters, vec![("file", file)]);
+        let elastic = Arc::new(SinkCounters::default());
+        let elastic_own = Arc::new(ElasticCounters::default());
+        let mut expected = number(counters.fields(), None, 1);
+        expected.extend(number(file.fields(), Some("file"), 100));
+        expected.extend(number(elastic.fields(), Some("elasticsearch"), 200));
+        expected.extend(number(elastic_own.fields(), Some("elasticsearch"), 300));
+        let sinks = vec![
+            SinkStats {
+                name: "file",
+                counters: file,
+                own: None,
+            },
+            SinkStats {
+                name: "elasticsearch",
+                counters: elastic,
+                own: Some(elastic_own),
+            },
+        ];
+        let m = Metrics::new(counters, sinks);
         m.connection_closed("http", "closed");
         m.connection_closed("http", "closed");
         m.connection_closed("ssh", "timeout");
-        let text = m.encode();
-        for line in [
-            "spip_connections_total{protocol=\"http\",outcome=\"closed\"} 2",
-            "spip_connections_total{protocol=\"ssh\",outcome=\"timeout\"} 1",
-            "spip_accepted_total 7",
-            "spip_live_connections 2",
-            "spip_sink_records_total{sink=\"file\"} 5",
-            "spip_sink_queue_bytes{sink=\"file\"} 100",
+        expected.push("spip_connections_total{protocol=\"http\",outcome=\"closed\"} 2".into());
+        expected.push("spip_connections_total{protocol=\"ssh\",outcome=\"timeout\"} 1".into());
+        // The names the README documented before the table existed (dashboards use them).
+        for old in [
+            "spip_accepted_total 1",
+            "spip_sink_records_total{sink=\"file\"} 101",
+            "spip_sink_queue_bytes{sink=\"file\"} 105",
         ] {
+            assert!(expected.iter().any(|l| l == old), "{old} renamed");
+        }
+        let text = m.encode();
+        for line in &expected {
             assert!(
                 text.lines().any(|l| l == line),
                 "{line} missing in:\n{text}"
             );
         }
+        // Nothing but the expected samples, the descriptors and the host's conntrack fill.
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("spip_conntrack_"))
+            .count();
+        assert_eq!(samples, expected.len(), "{text}");
+        assert!(
+            text.contains("# TYPE spip_live_connections gauge"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE spip_connections_shed counter"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
+        // One descriptor per family, in both formats.
+        for text in [&text, &m.encode_prometheus()] {
+            let mut types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE")).collect();
+            let all = types.len();
+            types.sort_unstable();
+            types.dedup();
+            assert_eq!(types.len(), all, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_metric() {
+        let readme = include_str!("../../README.md");
+        let tables = [Counters::TABLE, SinkCounters::TABLE, ElasticCounters::TABLE];
+        for info in tables.into_iter().flatten() {
+            let suffix = if info.kind == Kind::Counter {
+                "_total"
+            } else {
+                ""
+            };
+            let name = format!("`spip_{}{suffix}`", info.metric);
+            assert!(readme.contains(&name), "README lacks {name}");
+            if let Some((label, value)) = info.label {
+                let member = format!("{label}=\"{value}\"");
+                assert!(readme.contains(&member), "README lacks {name} {member}");
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! The capture path hands each batch of records to every sink's queue without waiting; retry,
 //! backoff, `Retry-After`, the memory budget, counters and the shutdown drain are the runner's job.
 
+use crate::stats::{CounterSet, counter_table};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One output. Each sink runs on its own thread, fed by a queue bounded in bytes; the capture path never
@@ -19,6 +21,11 @@ pub trait Sink: Send + 'static {
     fn deliver(&mut self, records: &[&[u8]]) -> Delivery;
     /// Called once at shutdown after the last delivery (flush producers, close files).
     fn close(&mut self) {}
+    /// What only this sink counts (beside the runner's [`SinkCounters`]), for the stats line
+    /// and `/metrics`.
+    fn own_counters(&self) -> Option<Arc<dyn CounterSet>> {
+        None
+    }
 }
 
 /// How the runner groups records before a [`Sink::deliver`] call.
@@ -65,43 +72,44 @@ pub mod runner;
 pub use runner::{Lines, RetryPolicy, SinkRunner};
 
 use crate::json::JsonWriter;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-/// One sink's counters, kept by the runner (Relaxed: statistics, not synchronization).
-#[derive(Debug, Default)]
-pub struct SinkCounters {
-    /// Deliveries that got at least one record through.
-    pub batches: AtomicU64,
-    /// Records delivered.
-    pub sent: AtomicU64,
-    /// Failed deliveries that were retried.
-    pub retries: AtomicU64,
-    /// Records given up on: over the byte budget, refused for good, or left at shutdown.
-    pub dropped: AtomicU64,
-    /// Deliveries that did not deliver everything (transport errors, refusals, full disk).
-    pub errors: AtomicU64,
-    /// Bytes the sink holds now: queued, in flight, awaiting a retry (a gauge).
-    pub queue_bytes: AtomicU64,
+counter_table! {
+    /// One sink's counters, kept by the runner (Relaxed: statistics, not synchronization).
+    /// On the stats line as `<sink>_<key>`, at `/metrics` with a `sink` label.
+    pub struct SinkCounters {
+        /// Deliveries that got at least one record through.
+        batches: Counter "sink_batches", "Deliveries that got at least one record through";
+        /// Records delivered.
+        sent as "records": Counter "sink_records", "Records a sink delivered";
+        /// Failed deliveries that were retried.
+        retries: Counter "sink_retries", "Deliveries retried";
+        /// Records given up on: over the byte budget, refused for good, or left at shutdown.
+        dropped: Counter "sink_dropped",
+            "Records a sink gave up on (budget full, refused, left at shutdown)";
+        /// Deliveries that did not deliver everything (transport errors, refusals, full disk).
+        errors: Counter "sink_errors", "Deliveries that did not deliver everything";
+        /// Bytes the sink holds now: queued, in flight, awaiting a retry.
+        queue_bytes: Gauge "sink_queue_bytes",
+            "Bytes a sink holds (queued, in flight, awaiting a retry)";
+    }
 }
 
-impl SinkCounters {
-    /// Writes `<name>_batches`, `_records`, `_retries`, `_dropped`, `_errors`, `_queue_bytes`.
-    pub fn write_stats(&self, name: &str, w: &mut JsonWriter) {
-        let fields: [(&str, &AtomicU64); 6] = [
-            ("batches", &self.batches),
-            ("records", &self.sent),
-            ("retries", &self.retries),
-            ("dropped", &self.dropped),
-            ("errors", &self.errors),
-            ("queue_bytes", &self.queue_bytes),
-        ];
-        let mut key = String::with_capacity(name.len() + 12);
-        for (k, v) in fields {
-            key.clear();
-            key.push_str(name);
-            key.push('_');
-            key.push_str(k);
-            w.u64(&key, v.load(Ordering::Relaxed));
+/// A running sink's counters, as the stats line and `/metrics` read them.
+#[derive(Debug, Clone)]
+pub struct SinkStats {
+    pub name: &'static str,
+    pub counters: Arc<SinkCounters>,
+    /// What only this sink counts ([`Sink::own_counters`]).
+    pub own: Option<Arc<dyn CounterSet>>,
+}
+
+impl SinkStats {
+    /// Writes `<name>_batches`, `_records`, `_retries`, `_dropped`, `_errors`, `_queue_bytes`
+    /// and the sink's own counters.
+    pub fn write_stats(&self, w: &mut JsonWriter) {
+        crate::stats::write_prefixed(self.name, &*self.counters, w);
+        if let Some(own) = &self.own {
+            crate::stats::write_prefixed(self.name, &**own, w);
         }
     }
 }
@@ -109,7 +117,6 @@ impl SinkCounters {
 /// Starts every configured sink (the local output first) and returns the capture path's
 /// handle to them. Call with the handled signals already blocked: each sink has a thread.
 pub fn start_all(cfg: &crate::config::Config) -> std::io::Result<crate::output::Output> {
-    use std::sync::Arc;
     let reopen = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let local = file::FileSink::open(file::FileOptions::from_config(cfg), reopen.clone())?;
     if cfg.log_file.is_none() && std::env::var_os("JOURNAL_STREAM").is_some() {

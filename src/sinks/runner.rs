@@ -11,7 +11,8 @@
 //! waits an exponential, jittered backoff (at least the server's `Retry-After`). Shutdown drains
 //! within a deadline; what is left then is counted as dropped.
 
-use super::{Batching, Delivery, Sink, SinkCounters};
+use super::{Batching, Delivery, Sink, SinkCounters, SinkStats};
+use crate::stats::CounterSet;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -82,6 +83,8 @@ struct Shared {
     wake: Condvar,
     done_cv: Condvar,
     counters: Arc<SinkCounters>,
+    /// The sink's own counters ([`Sink::own_counters`]).
+    own_counters: Option<Arc<dyn CounterSet>>,
     max_bytes: usize,
 }
 
@@ -127,6 +130,7 @@ impl SinkRunner {
         counters: Arc<SinkCounters>,
     ) -> std::io::Result<SinkRunner> {
         let name = sink.name();
+        let own_counters = sink.own_counters();
         let shared = Arc::new(Shared {
             name,
             state: Mutex::new(State {
@@ -143,6 +147,7 @@ impl SinkRunner {
             wake: Condvar::new(),
             done_cv: Condvar::new(),
             counters,
+            own_counters,
             max_bytes: max_bytes.max(1),
         });
         let batching = sink.batching();
@@ -177,6 +182,15 @@ impl SinkRunner {
 
     pub fn counters(&self) -> &Arc<SinkCounters> {
         &self.shared.counters
+    }
+
+    /// Every counter of the sink (the runner's and its own), for the stats line and `/metrics`.
+    pub fn stats(&self) -> SinkStats {
+        SinkStats {
+            name: self.shared.name,
+            counters: self.shared.counters.clone(),
+            own: self.shared.own_counters.clone(),
+        }
     }
 
     /// Queues whole lines without waiting. Over the byte budget the oldest queued lines are
