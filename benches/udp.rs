@@ -22,7 +22,9 @@ fn quic_initial() -> Vec<u8> {
 fn datagrams(c: &mut Criterion) {
     let cfg = spip::config::Config::from_toml_str(
         "name = \"bench\"\nport = 8080\nudp = true\nthreads = 1\n\
-         udp_reply_bytes_per_second = 4000000000\nudp_source_reply_bytes_per_second = 4000000000",
+         udp_reply_bytes_per_second = 4000000000\nudp_source_reply_bytes_per_second = 4000000000\n\
+         rate_limit_per_second = 100000000\nrate_limit_burst = 100000000\n\
+         per_source_rate_per_second = 0",
         std::path::Path::new("."),
     )
     .expect("bench config");

@@ -200,6 +200,10 @@ counter_table! {
         /// Datagrams of new flows while the flow table was full (their flow is not remembered).
         udp_flows_untracked: Counter "udp_flows_untracked",
             "UDP datagrams of new flows while the flow table was full";
+        /// Datagrams of new UDP flows refused by admission (the global, per-source or fair-share
+        /// rate, a budget of its own beside TCP's): not recorded, not answered.
+        udp_flows_shed: Counter "udp_flows_shed",
+            "UDP datagrams of new flows refused by admission (not recorded, not answered)";
         /// Datagrams not recorded: their flow already has `max_records_per_connection` records.
         udp_records_capped: Counter "udp_records_capped",
             "UDP datagrams not recorded: their flow had max_records_per_connection records";

@@ -21,6 +21,7 @@ use crate::protocols::udp::{
     Answer, Datagram, DatagramContext, DatagramTurn, ReplyOutcome, answer,
 };
 use crate::record::{ConnMeta, Content, EventIds, Transport, TurnMeta, write_record};
+use crate::scan::admission::Admission;
 use crate::stats::Counters;
 use compio::net::UdpSocket;
 use futures_util::future::{Either, select};
@@ -128,6 +129,9 @@ pub fn send_from(reply: &[u8], from: SocketAddr, client: SocketAddr) -> io::Resu
 /// One worker's UDP state: flows, reply budgets, and a reused reply buffer.
 pub struct UdpState {
     flows: Flows,
+    /// New flows pass the same admission as TCP connections (rate, per source, fair share),
+    /// with a budget of their own so that a spoofed UDP flood cannot crowd TCP out.
+    admission: Admission,
     /// Records one flow may write (`max_records_per_connection`); later datagrams of the
     /// flow are counted, not recorded.
     max_records: u32,
@@ -143,6 +147,14 @@ impl UdpState {
         let share = f64::from(cfg.udp.reply_bytes_per_second) / cfg.threads.max(1) as f64;
         UdpState {
             flows: Flows::new(cfg.udp.flow_idle),
+            admission: Admission::new(
+                cfg.rate_limit_per_second,
+                cfg.rate_limit_burst,
+                cfg.per_source_rate_per_second,
+                cfg.per_source_burst,
+                1.0 / cfg.threads.max(1) as f64,
+                now,
+            ),
             max_records: cfg.max_records_per_connection,
             budget: ReplyBudget::new(cfg.udp.source_reply_bytes_per_second, share, now),
             reply: Vec::with_capacity(1500),
@@ -296,6 +308,8 @@ impl UdpState {
         counters.inc(&counters.udp_datagrams);
         if now >= self.next_sweep {
             self.flows.sweep(now);
+            self.admission.maybe_sweep(now);
+            counters.add(&counters.admission_evictions, self.admission.take_evicted());
             self.budget.sweep(now);
             self.hellos
                 .retain(|_, (_, at)| now.saturating_duration_since(*at) <= PENDING_HELLO_TTL);
@@ -309,9 +323,15 @@ impl UdpState {
                 (rx.local.unwrap_or(client), false)
             }
         };
-        let flow = self
-            .flows
-            .datagram(client, server, datagram.len(), now, wall, ids);
+        let admission = &mut self.admission;
+        let admit = || admission.admit(client.ip(), now).is_ok();
+        let Some(flow) =
+            self.flows
+                .datagram((client, server), datagram.len(), now, wall, ids, admit)
+        else {
+            counters.inc(&counters.udp_flows_shed);
+            return ReplyOutcome::None;
+        };
         if flow.untracked {
             counters.inc(&counters.udp_flows_untracked);
         }
@@ -555,6 +575,54 @@ mod tests {
         run(&mut state, &rx(dns, 53), &mut out);
         assert_eq!(lines(&out), 4);
         assert_eq!(counters.get(&counters.udp_records_capped), 1);
+    }
+
+    #[test]
+    fn new_flows_over_the_per_source_rate_are_shed_and_counted() {
+        let cfg = crate::config::Config::from_toml_str(
+            "name = \"t\"\nport = 8080\nudp = true\nthreads = 1\n\
+             per_source_rate_per_second = 1\nper_source_burst = 2",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        let mut state = UdpState::new(&cfg, t0);
+        let counters = Counters::default();
+        let mut ids = EventIds::new();
+        let who = Identity {
+            sensor_name: "t",
+            community_id_seed: 0,
+        };
+        let mut out = Vec::new();
+        let mut send = |sport: u16| {
+            let rx = Received {
+                datagram: b"\x00\x01probe",
+                truncated: false,
+                from: SocketAddr::new([192, 0, 2, 7].into(), sport),
+                original: Some("198.51.100.2:4444".parse().unwrap()),
+                local: None,
+            };
+            state.datagram(
+                &rx,
+                &who,
+                &mut ids,
+                &counters,
+                t0,
+                SystemTime::now(),
+                |_, _, _| Ok(()),
+                &mut out,
+            );
+        };
+        // One source opening 10 flows at once: its burst of 2 is recorded, the rest shed.
+        for sport in 40000..40010 {
+            send(sport);
+        }
+        // An admitted flow goes on without asking again.
+        send(40000);
+        let lines = out.iter().filter(|&&b| b == b'\n').count();
+        assert_eq!(lines, 3);
+        assert_eq!(counters.get(&counters.udp_flows_shed), 8);
+        assert_eq!(counters.get(&counters.udp_datagrams), 11);
     }
 
     #[test]

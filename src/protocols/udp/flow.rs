@@ -48,16 +48,18 @@ impl Flows {
         }
     }
 
-    /// The flow of a `len`-byte datagram from `client` to `server`.
+    /// The flow of a `len`-byte datagram from a client to a server (`(client, server)`);
+    /// `None` when the datagram begins a flow and `admit` refuses it (nothing is remembered,
+    /// so the flow's next datagram asks again).
     pub fn datagram(
         &mut self,
-        client: SocketAddr,
-        server: SocketAddr,
+        (client, server): (SocketAddr, SocketAddr),
         len: usize,
         now: Instant,
         wall: SystemTime,
         ids: &mut EventIds,
-    ) -> Flow {
+        admit: impl FnOnce() -> bool,
+    ) -> Option<Flow> {
         let fresh = |ids: &mut EventIds| Entry {
             id: ids.next_id(),
             started: wall,
@@ -66,34 +68,45 @@ impl Flows {
             last: now,
         };
         let full = self.table.len() >= MAX_FLOWS;
-        let entry = match self.table.get_mut(&(client, server)) {
-            Some(e) if now.saturating_duration_since(e.last) <= self.idle => e,
+        let key = (client, server);
+        let ongoing = self
+            .table
+            .get(&key)
+            .map(|e| now.saturating_duration_since(e.last) <= self.idle);
+        if ongoing != Some(true) && !admit() {
+            if ongoing.is_some() {
+                self.table.remove(&key); // its idle window is over anyway
+            }
+            return None;
+        }
+        let entry = match self.table.get_mut(&key) {
+            Some(e) if ongoing == Some(true) => e,
             Some(e) => {
                 *e = fresh(ids);
                 e
             }
             None if full => {
                 let e = fresh(ids);
-                return Flow {
+                return Some(Flow {
                     id: e.id,
                     started: wall,
                     turn: 1,
                     client_bytes: len as u64,
                     untracked: true,
-                };
+                });
             }
-            None => self.table.entry((client, server)).or_insert(fresh(ids)),
+            None => self.table.entry(key).or_insert(fresh(ids)),
         };
         entry.datagrams = entry.datagrams.saturating_add(1);
         entry.client_bytes += len as u64;
         entry.last = now;
-        Flow {
+        Some(Flow {
             id: entry.id,
             started: entry.started,
             turn: entry.datagrams,
             client_bytes: entry.client_bytes,
             untracked: false,
-        }
+        })
     }
 
     /// Forgets flows idle longer than the window.
@@ -124,17 +137,59 @@ mod tests {
         let s: SocketAddr = "198.51.100.2:53".parse().unwrap();
         let t0 = Instant::now();
         let w = SystemTime::now();
-        let a = flows.datagram(c, s, 10, t0, w, &mut ids);
-        let b = flows.datagram(c, s, 20, t0 + Duration::from_secs(29), w, &mut ids);
+        let mut flow = |server: SocketAddr, len, at| {
+            flows
+                .datagram((c, server), len, at, w, &mut ids, || true)
+                .expect("admitted")
+        };
+        let a = flow(s, 10, t0);
+        let b = flow(s, 20, t0 + Duration::from_secs(29));
         assert_eq!(a.id.as_str(), b.id.as_str());
         assert_eq!((a.turn, b.turn), (1, 2));
         assert_eq!(b.client_bytes, 30);
-        let other = flows.datagram(c, "198.51.100.2:54".parse().unwrap(), 5, t0, w, &mut ids);
+        let other = flow("198.51.100.2:54".parse().unwrap(), 5, t0);
         assert_ne!(other.id.as_str(), a.id.as_str());
-        let late = flows.datagram(c, s, 7, t0 + Duration::from_secs(60), w, &mut ids);
+        let late = flow(s, 7, t0 + Duration::from_secs(60));
         assert_ne!(late.id.as_str(), a.id.as_str());
         assert_eq!((late.turn, late.client_bytes), (1, 7));
         flows.sweep(t0 + Duration::from_secs(60));
         assert_eq!(flows.len(), 1);
+    }
+
+    #[test]
+    fn only_a_flows_first_datagram_asks_admission() {
+        let mut ids = EventIds::new();
+        let mut flows = Flows::new(Duration::from_secs(30));
+        let key = (
+            "192.0.2.1:5000".parse().unwrap(),
+            "198.51.100.2:53".parse().unwrap(),
+        );
+        let (t0, w) = (Instant::now(), SystemTime::now());
+        let mut asked = 0;
+        let refused = flows.datagram(key, 10, t0, w, &mut ids, || {
+            asked += 1;
+            false
+        });
+        assert!(refused.is_none());
+        assert!(flows.is_empty(), "a refused flow is not remembered");
+        for n in 1..=3 {
+            let flow = flows.datagram(key, 10, t0, w, &mut ids, || {
+                asked += 1;
+                true
+            });
+            assert_eq!(flow.map(|f| f.turn), Some(n));
+        }
+        assert_eq!(
+            asked, 2,
+            "the refused datagram and the admitted flow's first"
+        );
+        // Idle past the window: a new flow, which asks again.
+        let later = t0 + Duration::from_secs(31);
+        assert!(
+            flows
+                .datagram(key, 1, later, w, &mut ids, || false)
+                .is_none()
+        );
+        assert!(flows.is_empty());
     }
 }
