@@ -15,6 +15,10 @@
 # floor) and `openssl s_server -www` (single-threaded, a heavier reference), with an ECDSA P-256 certificate
 # (spip-agent gen-cert) and an RSA-2048 one (openssl req).
 #
+# Sinks: one more payload flood with every remote sink on (a Loom stand-in, an Elasticsearch
+# `_bulk` stand-in, and a tansu Kafka broker when `tansu` is on PATH), for the capture threads'
+# CPU with sinks on against off.
+#
 # For each sensor and mode it prints the sensor's own CPU time per connection (utime+stime
 # from /proc/PID/stat, all threads), connections per second, and for spip the records written
 # against the connections completed. `hold` reports RSS per held idle connection.
@@ -39,9 +43,12 @@ NS=spip-bench-$$
 WORK=$(mktemp -d)
 SENSOR_PID=
 LOOM_PID=
+ES_PID=
+KAFKA_PID=
 cleanup() {
-    [ -n "$SENSOR_PID" ] && kill "$SENSOR_PID" 2>/dev/null || true
-    [ -n "$LOOM_PID" ] && kill "$LOOM_PID" 2>/dev/null || true
+    for pid in "$SENSOR_PID" "$LOOM_PID" "$ES_PID" "$KAFKA_PID"; do
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    done
     wait 2>/dev/null || true
     ip netns del "$NS" 2>/dev/null || true
     rm -rf "$WORK"
@@ -78,7 +85,7 @@ scan_summaries = false
 EOF
 
 start_sensor() { # name
-    if [ "${1%-loom}" = spip ]; then
+    if [ "${1%-sinks}" = spip ]; then
         ip netns exec "$NS" "$BIN/spip-agent" --config "$WORK/spip.toml" 2>"$WORK/spip.err" &
     elif [ "${1#spip-}" != "$1" ] && [ -f "$WORK/$1.toml" ]; then
         ip netns exec "$NS" "$BIN/spip-agent" --config "$WORK/$1.toml" 2>"$WORK/$1.err" &
@@ -226,24 +233,48 @@ for sensor in baseline spip $spip_variants; do
     rm -f "$WORK/records.jsonl"
 done
 
-# Loom on: the same payload flood, records also POSTed to a local Loom stand-in.
+# All sinks on: the same payload flood, records also shipped to a Loom stand-in, an
+# Elasticsearch `_bulk` stand-in and, when `tansu` is on PATH, a real Kafka-protocol broker.
 LOOM_PORT=9999
-ip netns exec "$NS" iptables -t nat -I OUTPUT 1 -p tcp -d 127.0.0.0/8 --dport $LOOM_PORT -j RETURN
+ES_PORT=9998
+KAFKA_PORT=9997
+for p in $LOOM_PORT $ES_PORT $KAFKA_PORT; do
+    ip netns exec "$NS" iptables -t nat -I OUTPUT 1 -p tcp -d 127.0.0.0/8 --dport $p -j RETURN
+done
 ip netns exec "$NS" python3 benches/flood/loom_sink.py $LOOM_PORT "$WORK/loom.count" &
 LOOM_PID=$!
+ip netns exec "$NS" python3 benches/flood/es_sink.py $ES_PORT "$WORK/es.count" &
+ES_PID=$!
+if command -v tansu >/dev/null; then
+    mkdir -p "$WORK/tansu"
+    (cd "$WORK/tansu" && exec ip netns exec "$NS" tansu broker --storage-engine sqlite://tansu.db \
+        --listener-url tcp://127.0.0.1:$KAFKA_PORT --advertised-listener-url tcp://127.0.0.1:$KAFKA_PORT \
+        >"$WORK/tansu.log" 2>&1) &
+    KAFKA_PID=$!
+    for _ in $(seq 200); do ip netns exec "$NS" ss -ltnH | grep -q ":$KAFKA_PORT " && break; sleep 0.05; done
+    ip netns exec "$NS" tansu topic create spip --partitions 3 --broker tcp://127.0.0.1:$KAFKA_PORT >/dev/null
+fi
 sleep 0.5
-cp "$WORK/spip.toml" "$WORK/spip-noloom.toml"
+cp "$WORK/spip.toml" "$WORK/spip-nosinks.toml"
 printf '[loom]\nenabled = true\nurl = "http://127.0.0.1:%s/ingest"\nsensor_id = "bench"\ntoken = "bench"\nbatch_size = 500\nflush_interval = "1s"\n' \
     $LOOM_PORT >> "$WORK/spip.toml"
+printf '[elasticsearch]\nenabled = true\nurl = "http://127.0.0.1:%s"\n' $ES_PORT >> "$WORK/spip.toml"
+sinks="loom, elasticsearch"
+if [ -n "$KAFKA_PID" ]; then
+    printf '[kafka]\nenabled = true\nbrokers = ["127.0.0.1:%s"]\ntopic = "spip"\n' $KAFKA_PORT >> "$WORK/spip.toml"
+    sinks="$sinks, kafka"
+fi
 main_total=$(lines "$WORK/records-spip.jsonl")
 rm -f "$WORK/records.jsonl"
-start_sensor spip-loom
-flood spip-loom payload
-sleep 2
+start_sensor spip-sinks
+flood spip-sinks payload
+sleep 5 # let the sinks deliver what they hold (the drain at stop is bounded)
 stop_sensor
-kill $LOOM_PID 2>/dev/null || true
-cp "$WORK/spip-noloom.toml" "$WORK/spip.toml"
+kill $LOOM_PID $ES_PID 2>/dev/null || true
+[ -n "$KAFKA_PID" ] && { kill $KAFKA_PID 2>/dev/null || true; pkill -f "listener-url tcp://127.0.0.1:$KAFKA_PORT" || true; }
+cp "$WORK/spip-nosinks.toml" "$WORK/spip.toml"
 shipped=$(cat "$WORK/loom.count" 2>/dev/null || echo 0)
+indexed=$(cat "$WORK/es.count" 2>/dev/null || echo 0)
 
 printf '\n%-11s %-8s %12s %10s %12s %12s\n' sensor mode "cpu_us/conn" "conns/s" completed records
 echo "(sources: $SOURCES; spip = io_uring with the default io_uring_taskrun)"
@@ -266,10 +297,12 @@ lost=$(( RESULT[spip,empty,completed] + RESULT[spip,payload,completed] + RESULT[
 total=$main_total
 echo "spip records: $total written for $lost connections completed (lost: $((lost - total)))"
 echo "spip worker-thread CPU (capture only): empty ${RESULT[spip,empty,worker_us]} us/conn, payload ${RESULT[spip,payload,worker_us]} us/conn"
-awk -v on="${RESULT[spip-loom,payload,worker_us]}" -v off="${RESULT[spip,payload,worker_us]}" \
-    -v allon="${RESULT[spip-loom,payload,us]}" -v alloff="${RESULT[spip,payload,us]}" \
-    'BEGIN { printf "loom on: capture %s us/conn vs %s off (%.2fx); whole process %s vs %s us/conn\n", on, off, on / off, allon, alloff }'
-echo "loom shipped $shipped of ${RESULT[spip-loom,payload,completed]} records"
+awk -v on="${RESULT[spip-sinks,payload,worker_us]}" -v off="${RESULT[spip,payload,worker_us]}" \
+    -v allon="${RESULT[spip-sinks,payload,us]}" -v alloff="${RESULT[spip,payload,us]}" -v s="$sinks" \
+    'BEGIN { printf "sinks on (%s): capture %s us/conn vs %s off (%.2fx); whole process %s vs %s us/conn\n", s, on, off, on / off, allon, alloff }'
+echo "loom shipped $shipped, elasticsearch indexed $indexed, of ${RESULT[spip-sinks,payload,completed]} records"
+grep -h final_stats "$WORK/spip.err" 2>/dev/null | grep -o '"kafka_[a-z]*":[0-9]*' | tr '\n' ' ' || true
+echo
 if [ -n "${RESULT[spip-nosyn,empty,us]:-}" ]; then
     for mode in empty payload; do
         awk -v on="${RESULT[spip,$mode,us]}" -v off="${RESULT[spip-nosyn,$mode,us]}" \
