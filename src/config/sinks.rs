@@ -149,10 +149,12 @@ pub(super) fn validate_elastic(
         1,
         10_000,
     )? as usize;
-    let flush_interval = match raw.flush_interval.as_deref() {
-        None | Some("") => d.flush_interval,
-        Some(s) => parse_duration(s).map_err(|p| err("elasticsearch.flush_interval", p))?,
-    };
+    let flush_interval = duration_key(
+        "elasticsearch.flush_interval",
+        raw.flush_interval.as_deref(),
+        d.flush_interval,
+        Duration::from_secs(3600),
+    )?;
     let max_batch_bytes = number(
         "elasticsearch.max_batch_bytes",
         raw.max_batch_bytes,
@@ -283,10 +285,12 @@ pub(super) fn validate_loom(raw: RawLoom) -> Result<LoomConfig, ConfigError> {
         1,
         10_000,
     )? as usize;
-    let flush_interval = match raw.flush_interval.as_deref() {
-        None | Some("") => d.flush_interval,
-        Some(s) => parse_duration(s).map_err(|p| err("loom.flush_interval", p))?,
-    };
+    let flush_interval = duration_key(
+        "loom.flush_interval",
+        raw.flush_interval.as_deref(),
+        d.flush_interval,
+        Duration::from_secs(3600),
+    )?;
     let max_pending_bytes = number(
         "loom.max_pending_bytes",
         raw.max_pending_bytes,
