@@ -1,5 +1,6 @@
 //! Scan benches: the per-connection cost of the scan summaries (accepted + closed for one
-//! source and for many, and a shed connection) and payload tagging of typical turns.
+//! source, for many, and for a flood of distinct sources through a full table; a shed
+//! connection) and payload tagging of typical turns.
 //! Run: `cargo bench --bench scan -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -37,6 +38,17 @@ fn bench_summaries(c: &mut Criterion) {
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
             s.accepted(black_box(ip), 80, None, now);
             s.closed(black_box(ip), 10, now);
+        })
+    });
+    // A flood of distinct sources through a full table (16,384 sources): every connection
+    // is a new source that evicts the least recently seen one of its set.
+    let mut m = 0u32;
+    c.bench_function("summary accepted+closed, 1M sources (evicting)", |b| {
+        b.iter(|| {
+            m = (m + 1) % 1_000_000;
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + m));
+            s.accepted(black_box(ip), 80, None, now);
+            s.closed(black_box(ip), 0, now);
         })
     });
     c.bench_function("summary shed", |b| {

@@ -215,8 +215,10 @@ impl Entry {
 #[derive(Default)]
 struct Set {
     keys: [Option<SourceKey>; WAYS],
-    /// When each way's source was last seen, in milliseconds since the table was made.
+    /// The set's update count when each way's source was last updated: the smallest is the
+    /// least recently seen (a logical clock, so no time arithmetic per update).
     seen: [u64; WAYS],
+    updates: u64,
     /// Boxed so that an unused way costs a pointer, not a whole entry.
     entries: [Option<Box<Entry>>; WAYS],
 }
@@ -319,8 +321,8 @@ impl Summaries {
             Some(way) => way,
             None => self.way_for_new(&mut set, key, now),
         };
-        let stamp = self.stamp(now);
-        set.seen[way] = set.seen[way].max(stamp);
+        set.updates += 1;
+        set.seen[way] = set.updates;
         if let Some(e) = set.entries[way].as_deref_mut() {
             e.last_seen = e.last_seen.max(now);
             apply(e);
@@ -337,17 +339,11 @@ impl Summaries {
             }
         };
         set.keys[way] = Some(key);
-        set.seen[way] = 0;
         match &mut set.entries[way] {
             Some(e) => e.reset(key, now),
             empty @ None => *empty = Some(Box::new(Entry::fresh(key, now))),
         }
         way
-    }
-
-    fn stamp(&self, now: Instant) -> u64 {
-        let ms = now.saturating_duration_since(self.clock_base.0).as_millis();
-        u64::try_from(ms).unwrap_or(u64::MAX)
     }
 
     /// When the current interval ends.
