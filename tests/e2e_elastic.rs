@@ -132,7 +132,8 @@ fn every_record_arrives_once_through_faults_and_rejects_are_dead_lettered() {
         sensor.stderr()
     );
 
-    let local = sensor.records();
+    // The file sink writes in its own batches: wait for it too.
+    let local = sensor.wait_records(20);
     assert_eq!(local.len(), 20);
     let (refused, kept): (Vec<&Value>, Vec<&Value>) = local.iter().partition(|r| {
         r["event"]["summary"]

@@ -40,7 +40,7 @@ fn records_reach_loom_with_the_go_agent_headers() {
     ns.keep_port(server.port());
     let sensor = Sensor::start(&ns, &loom_config(server.port(), 5, "500ms"));
     poke(&ns, 12);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + RECORD_WAIT;
     while shipped(&server).len() < 12 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -50,8 +50,8 @@ fn records_reach_loom_with_the_go_agent_headers() {
     assert_eq!(req.header("content-type"), Some("application/json"));
     assert_eq!(req.header("x-spip-id"), Some("sensor-e2e"));
     assert_eq!(req.header("authorization"), Some("Bearer tok"));
-    // Loom gets exactly what the local log has.
-    let local = sensor.records();
+    // Loom gets exactly what the local log has (written in its own batches: wait for it).
+    let local = sensor.wait_records(12);
     assert_eq!(local.len(), 12);
     let mut a: Vec<_> = local.iter().map(|r| r["event"]["id"].to_string()).collect();
     let mut b: Vec<_> = recs.iter().map(|r| r["event"]["id"].to_string()).collect();
@@ -87,7 +87,7 @@ fn stalled_loom_does_not_slow_capture() {
     let t0 = Instant::now();
     poke(&ns, 200);
     let took = t0.elapsed();
-    let local = sensor.wait_records(200, Duration::from_secs(10));
+    let local = sensor.wait_records(200);
     assert_eq!(
         local.len(),
         200,

@@ -9,44 +9,20 @@
 mod common;
 
 use common::*;
-use std::process::Output;
-
-
-/// Runs a client that is expected to fail its login (its exit status is not checked).
-fn client(ns: &Netns, args: &[&str]) -> Output {
-    ns.cmd(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn smbclient_user_and_netntlmv2_are_recorded() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
-    let out = client(
-        &ns,
-        &[
-            "timeout",
-            "20",
-            "smbclient",
-            "-L",
-            "//127.0.0.1",
-            "-U",
-            "CORP/alice%Secret1",
-        ],
-    );
-    assert!(
-        text(&out).contains("NT_STATUS_LOGON_FAILURE"),
-        "{}",
-        text(&out)
-    );
+    let out = ns.client(&[
+        "timeout",
+        "20",
+        "smbclient",
+        "-L",
+        "//127.0.0.1",
+        "-U",
+        "CORP/alice%Secret1",
+    ]);
+    assert!(out.contains("NT_STATUS_LOGON_FAILURE"), "{out}");
     let r = sensor
         .find_record(445, |r| r["user"]["name"] == "alice")
         .unwrap_or_else(|e| panic!("{e}"));
@@ -71,25 +47,18 @@ fn smbclient_user_and_netntlmv2_are_recorded() {
 fn smbclient_on_139_speaks_netbios_first() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
-    let out = client(
-        &ns,
-        &[
-            "timeout",
-            "20",
-            "smbclient",
-            "-L",
-            "//127.0.0.1",
-            "-p",
-            "139",
-            "-U",
-            "bob%pw",
-        ],
-    );
-    assert!(
-        text(&out).contains("NT_STATUS_LOGON_FAILURE"),
-        "{}",
-        text(&out)
-    );
+    let out = ns.client(&[
+        "timeout",
+        "20",
+        "smbclient",
+        "-L",
+        "//127.0.0.1",
+        "-p",
+        "139",
+        "-U",
+        "bob%pw",
+    ]);
+    assert!(out.contains("NT_STATUS_LOGON_FAILURE"), "{out}");
     sensor
         .find_record(139, |r| r["user"]["name"] == "bob")
         .unwrap_or_else(|e| panic!("{e}"));
@@ -98,27 +67,20 @@ fn smbclient_on_139_speaks_netbios_first() {
 fn tsql_login_and_password_are_recorded() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
-    let out = client(
-        &ns,
-        &[
-            "timeout",
-            "20",
-            "tsql",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            "1433",
-            "-U",
-            "sa",
-            "-P",
-            "hunter2",
-        ],
-    );
-    assert!(
-        text(&out).contains("Login failed for user 'sa'"),
-        "{}",
-        text(&out)
-    );
+    let out = ns.client(&[
+        "timeout",
+        "20",
+        "tsql",
+        "-H",
+        "127.0.0.1",
+        "-p",
+        "1433",
+        "-U",
+        "sa",
+        "-P",
+        "hunter2",
+    ]);
+    assert!(out.contains("Login failed for user 'sa'"), "{out}");
     let r = sensor
         .find_record(1433, |r| r["user"]["name"] == "sa")
         .unwrap_or_else(|e| panic!("{e}"));
@@ -130,22 +92,19 @@ fn tsql_login_and_password_are_recorded() {
 fn tsql_windows_login_yields_ntlm() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
-    client(
-        &ns,
-        &[
-            "timeout",
-            "20",
-            "tsql",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            "1433",
-            "-U",
-            "CORP\\bob",
-            "-P",
-            "pw",
-        ],
-    );
+    ns.client(&[
+        "timeout",
+        "20",
+        "tsql",
+        "-H",
+        "127.0.0.1",
+        "-p",
+        "1433",
+        "-U",
+        "CORP\\bob",
+        "-P",
+        "pw",
+    ]);
     let r = sensor
         .find_record(1433, |r| r["user"]["name"] == "bob")
         .unwrap_or_else(|e| panic!("{e}"));
@@ -172,7 +131,7 @@ fn xfreerdp(ns: &Netns, extra: &[&str]) -> String {
         "/cert:ignore",
     ];
     args.extend_from_slice(extra);
-    text(&client(ns, &args))
+    ns.client(&args)
 }
 
 fn xfreerdp_nla_yields_user_domain_and_netntlmv2() {
