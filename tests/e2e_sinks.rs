@@ -7,7 +7,7 @@ mod common;
 use common::http_server::{Action, TestServer};
 use common::*;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -91,8 +91,13 @@ fn deleting_the_live_file_under_load_keeps_later_records_and_history() {
     });
     assert_eq!(flood(&ns, 200, 200, 200, 16), 200);
     deleter.join().unwrap();
-    // And once more when it is quiet: the next records must still reach the disk.
-    std::thread::sleep(Duration::from_millis(300));
+    // And once more when it is quiet (once the sensor wrote a new live file): the next
+    // records must still reach the disk.
+    let deadline = Instant::now() + RECORD_WAIT;
+    while !sensor.log.exists() {
+        assert!(Instant::now() < deadline, "no new live file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::fs::remove_file(&sensor.log).unwrap();
     assert_eq!(flood(&ns, 400, 100, 200, 16), 100);
     let (code, stderr) = sensor.stop();
@@ -186,22 +191,6 @@ fn a_full_disk_never_tears_a_line_and_writing_resumes_when_space_returns() {
         "nothing should be lost within the budget:\n{stderr}"
     );
     assert!(stderr.contains("delivering again"), "{stderr}");
-}
-
-fn loom_config(port: u16, batch: usize, flush: &str) -> String {
-    format!(
-        "[loom]\nenabled = true\nurl = \"http://127.0.0.1:{port}/ingest\"\nsensor_id = \"s\"\n\
-         token = \"tok\"\nbatch_size = {batch}\nflush_interval = \"{flush}\"\n"
-    )
-}
-
-fn poke(ns: &Netns, first: u16, n: u16) {
-    ns.within(move || {
-        for i in first..first + n {
-            let dst = SocketAddr::from(([127, 0, 0, 1], 1000 + i));
-            assert_eq!(probe(dst, format!("probe {i}\n").as_bytes()), b"127.0.0.1");
-        }
-    });
 }
 
 fn signals_during_the_drain_do_not_kill_and_final_stats_count_everything() {

@@ -615,6 +615,11 @@ pub fn exchange(addr: SocketAddr, pieces: &[&[u8]], read_for: Duration) -> Vec<u
 pub fn probe(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.write_all(payload).expect("send");
+    read_reply(&mut s)
+}
+
+/// The first bytes that come on `s` (empty when none came within [`RECORD_WAIT`]).
+fn read_reply(s: &mut TcpStream) -> Vec<u8> {
     s.set_read_timeout(Some(RECORD_WAIT)).unwrap();
     let mut buf = [0u8; 4096];
     match s.read(&mut buf) {
@@ -630,6 +635,26 @@ pub fn with_dport(records: &[Value], port: u16) -> Vec<Value> {
         .filter(|r| r["destination"]["port"] == port)
         .cloned()
         .collect()
+}
+
+/// Polls `done` until it holds (true) or `timeout` passed (false).
+pub fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
+/// A loopback port with nothing listening on it (for now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// Waits until the file at `path` (a sensor's stderr) contains `text`; returns the file.
@@ -665,9 +690,29 @@ pub fn stat(stderr: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} missing in {stats}"))
 }
 
+/// Probes ports `1000 + first ..` of `ns` one after another, `n` of them, each sending
+/// `probe <i>` and asserting the sensor's reply (one record each).
+pub fn poke(ns: &Netns, first: u16, n: u16) {
+    ns.within(move || {
+        for i in first..first + n {
+            let dst = SocketAddr::from(([127, 0, 0, 1], 1000 + i));
+            assert_eq!(probe(dst, format!("probe {i}\n").as_bytes()), b"127.0.0.1");
+        }
+    });
+}
+
+/// A `[loom]` table shipping to `http://127.0.0.1:<port>/ingest` as sensor `sensor-e2e`.
+pub fn loom_config(port: u16, batch: usize, flush: &str) -> String {
+    format!(
+        "[loom]\nenabled = true\nurl = \"http://127.0.0.1:{port}/ingest\"\nsensor_id = \"sensor-e2e\"\n\
+         token = \"tok\"\nbatch_size = {batch}\nflush_interval = \"{flush}\"\n"
+    )
+}
+
 /// `n` connections from `parallel` threads in `ns`, connection `i` to port `10000 + first + i`
 /// (through the REDIRECT), each sending `conn <i>` padded with `x` to `payload_len` bytes and
-/// a newline; returns how many got the sensor's reply (the client's IP).
+/// a newline, reading the reply and holding the connection 500 ms more (so that up to
+/// `parallel` are open at once); returns how many got the sensor's reply (the client's IP).
 pub fn flood(ns: &Netns, first: usize, n: usize, payload_len: usize, parallel: usize) -> usize {
     ns.within(move || {
         let handles: Vec<_> = (0..parallel)
@@ -681,9 +726,13 @@ pub fn flood(ns: &Netns, first: usize, n: usize, payload_len: usize, parallel: u
                         }
                         msg.push(b'\n');
                         let dst = SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16));
-                        if probe(dst, &msg) == b"127.0.0.1" {
+                        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(5))
+                            .expect("connect");
+                        s.write_all(&msg).expect("send");
+                        if read_reply(&mut s) == b"127.0.0.1" {
                             ok += 1;
                         }
+                        std::thread::sleep(Duration::from_millis(500));
                     }
                     ok
                 })
