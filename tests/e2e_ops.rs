@@ -159,28 +159,7 @@ fn redirect_roundtrip(backend: &str) {
     }
     let before = ruleset(&host, backend);
     let mut sensor = Sensor::start(&host, "");
-    let spip = |action: &str| {
-        let out = host
-            .cmd(&[
-                bin(),
-                "redirect",
-                action,
-                "--backend",
-                backend,
-                "--exclude-port",
-                "22",
-                "--port",
-                &SENSOR_PORT.to_string(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "redirect {action}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let spip = |action: &str| host.redirect(action, &["--backend", backend]);
     // Without the rules an arbitrary port is closed.
     assert_eq!(connect_reply(&peer, &format!("{HOST4}:4444"), b"x"), None);
 
@@ -250,26 +229,7 @@ fn tproxy_mode_reaches_the_transparent_listener_and_remove_is_exact() {
     };
     let before = routing(&host);
     let mut sensor = Sensor::start(&host, "mode = \"tproxy\"\n");
-    let spip = |action: &str| {
-        let out = host
-            .cmd(&[
-                bin(),
-                "redirect",
-                action,
-                "--tproxy",
-                "--exclude-port",
-                "22",
-                "--port",
-                &SENSOR_PORT.to_string(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "redirect {action} --tproxy: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let spip = |action: &str| host.redirect(action, &["--tproxy"]);
     assert_eq!(connect_reply(&peer, &format!("{HOST4}:5555"), b"x"), None);
     spip("apply");
     spip("apply");

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Netns, SENSOR_PORT, Sensor, bin};
+use common::{Netns, SENSOR_PORT, Sensor};
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 use std::net::SocketAddr;
@@ -21,20 +21,7 @@ const SYN_LOG_GROUP: &str = "7";
 /// installed by `redirect apply --syn-log` with `backend` (nftables or iptables).
 fn host_and_peer(backend: &str) -> (Netns, Netns) {
     let (host, peer) = common::host_and_peer(&[&format!("{HOST4}/24")], &[&format!("{PEER4}/24")]);
-    let port = SENSOR_PORT.to_string();
-    host.run(&[
-        bin(),
-        "redirect",
-        "apply",
-        "--backend",
-        backend,
-        "--exclude-port",
-        "22",
-        "--port",
-        &port,
-        "--syn-log",
-        SYN_LOG_GROUP,
-    ]);
+    host.redirect("apply", &["--backend", backend, "--syn-log", SYN_LOG_GROUP]);
     (host, peer)
 }
 

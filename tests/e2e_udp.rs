@@ -92,26 +92,7 @@ fn redirect(host: &Netns, action: &str) {
 }
 
 fn redirect_with(host: &Netns, action: &str, backend: &str) {
-    let out = host
-        .cmd(&[
-            bin(),
-            "redirect",
-            action,
-            "--backend",
-            backend,
-            "--udp",
-            "--exclude-port",
-            "22",
-            "--port",
-            &SENSOR_PORT.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "redirect {action} --udp: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    host.redirect(action, &["--backend", backend, "--udp"]);
 }
 
 /// The UDP records once there are at least `n`.

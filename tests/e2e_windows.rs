@@ -10,6 +10,22 @@ mod common;
 
 use common::*;
 
+/// A NetNTLMv2 response from a named workstation, in hashcat's format for `user::DOMAIN:`.
+fn assert_netntlmv2(ntlm: &serde_json::Value, hashcat_prefix: &str) {
+    assert_eq!(ntlm["response"], "v2", "{ntlm}");
+    assert!(
+        !ntlm["workstation"].as_str().unwrap_or("").is_empty(),
+        "{ntlm}"
+    );
+    assert!(
+        ntlm["hashcat"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(hashcat_prefix),
+        "{ntlm}"
+    );
+}
+
 fn smbclient_user_and_netntlmv2_are_recorded() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
@@ -29,19 +45,7 @@ fn smbclient_user_and_netntlmv2_are_recorded() {
     assert_eq!(r["user"]["domain"], "CORP");
     assert_eq!(r["network"]["protocol"], "smb");
     assert_eq!(r["spip"]["smb"]["command"], "session_setup");
-    let ntlm = &r["spip"]["ntlm"];
-    assert_eq!(ntlm["response"], "v2");
-    assert!(
-        !ntlm["workstation"].as_str().unwrap_or("").is_empty(),
-        "{ntlm}"
-    );
-    assert!(
-        ntlm["hashcat"]
-            .as_str()
-            .unwrap()
-            .starts_with("alice::CORP:"),
-        "{ntlm}"
-    );
+    assert_netntlmv2(&r["spip"]["ntlm"], "alice::CORP:");
 }
 
 fn smbclient_on_139_speaks_netbios_first() {
@@ -146,19 +150,7 @@ fn xfreerdp_nla_yields_user_domain_and_netntlmv2() {
     // Inside TLS, as every record of a TLS layer says.
     assert_eq!(r["network"]["protocol"], "tls");
     assert_eq!(r["spip"]["rdp"]["message"], "credssp");
-    let ntlm = &r["spip"]["ntlm"];
-    assert_eq!(ntlm["response"], "v2");
-    assert!(
-        !ntlm["workstation"].as_str().unwrap_or("").is_empty(),
-        "{ntlm}"
-    );
-    assert!(
-        ntlm["hashcat"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("rdpuser::CORP:"),
-        "{ntlm}"
-    );
+    assert_netntlmv2(&r["spip"]["ntlm"], "rdpuser::CORP:");
     // Refused as Windows refuses it: CredSSP's errorCode STATUS_LOGON_FAILURE.
     assert!(out.contains("LOGON_FAILURE"), "{out}");
     // The Connection Request before TLS: the cookie and CredSSP asked for.

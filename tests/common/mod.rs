@@ -233,6 +233,16 @@ impl Netns {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     }
 
+    /// `spip-agent redirect <action> <args> --exclude-port 22 --port 8080` in the namespace
+    /// (the sensor host's firewall rules), asserting success; returns what it printed.
+    pub fn redirect(&self, action: &str, args: &[&str]) -> String {
+        let port = SENSOR_PORT.to_string();
+        let mut cmd = vec![bin(), "redirect", action];
+        cmd.extend_from_slice(args);
+        cmd.extend(["--exclude-port", "22", "--port", &port]);
+        String::from_utf8_lossy(&self.run(&cmd).stdout).into_owned()
+    }
+
     /// A command that runs inside the namespace.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
