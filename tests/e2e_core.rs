@@ -335,7 +335,7 @@ fn ssh_client_gets_a_banner_and_its_kexinit_is_recorded() {
             "-o",
             "StrictHostKeyChecking=no",
             "-o",
-            "ConnectTimeout=3",
+            "ConnectTimeout=20",
             "-o",
             "UserKnownHostsFile=/dev/null",
             "-p",

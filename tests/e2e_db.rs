@@ -21,7 +21,7 @@ fn mariadb_login_packet_is_recorded() {
             "127.0.0.1",
             "-P",
             "3306",
-            "--connect-timeout=5",
+            "--connect-timeout=20",
             "-u",
             "SECRET",
             "-phunter2",
@@ -60,7 +60,7 @@ fn psql_password_is_recorded() {
         .cmd(&[
             "env",
             "PGPASSWORD=hunter2",
-            "PGCONNECT_TIMEOUT=5",
+            "PGCONNECT_TIMEOUT=20",
             "PGAPPNAME=e2e",
             "psql",
             "-h",
@@ -149,7 +149,7 @@ fn vncsnapshot_auth_response_is_recorded() {
     let out = ns
         .cmd(&[
             "timeout",
-            "10",
+            "20",
             "vncsnapshot",
             "-passwd",
             passwd.to_str().unwrap(),
@@ -185,7 +185,7 @@ fn vncsnapshot_auth_response_is_recorded() {
 const PYMONGO_LOGIN: &str = r#"
 import pymongo
 c = pymongo.MongoClient("mongodb://SECRET:hunter2@127.0.0.1:27017/shop?authSource=admin&appname=e2e",
-                        serverSelectionTimeoutMS=5000, directConnection=True)
+                        serverSelectionTimeoutMS=20000, directConnection=True)
 try:
     c.shop.list_collection_names()
 except Exception as e:

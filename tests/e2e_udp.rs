@@ -118,7 +118,7 @@ fn real_clients_and_replies_from_the_original_address_within_the_request_size() 
         "dig",
         &format!("@{HOST4}"),
         "+tries=1",
-        "+time=2",
+        "+time=10",
         "example.com",
         "A",
     ]);
@@ -137,7 +137,7 @@ fn real_clients_and_replies_from_the_original_address_within_the_request_size() 
             "-r",
             "0",
             "-t",
-            "2",
+            "10",
             &format!("{HOST4}:161"),
             "1.3.6.1.2.1.1.1.0",
         ])
