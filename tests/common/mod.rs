@@ -22,6 +22,17 @@
 //!
 //! Filters and flags work as with libtest (`cargo test --test e2e_x -- curl --test-threads 1`).
 //! Output is never captured: a test's prints show as they happen.
+//!
+//! # Waiting for what a test checks
+//!
+//! The sensor hands records to its file writer in batches every 100 ms, so a record is not on
+//! disk the moment its client is done. Wait for exactly the record an assertion needs
+//! ([`Sensor::wait_for`], [`Sensor::find_record`], [`Sensor::record_to`],
+//! [`Sensor::records_to`], [`Sensor::wait_until`]); records of one connection come in order, so
+//! waiting for the last one checked covers those before it. Never wait for one record (or a
+//! count) and assert on another, and never sleep for the writer: to assert a record is absent,
+//! [`Sensor::stop`] first (it writes everything). Waits end as soon as they are satisfied and
+//! allow [`RECORD_WAIT`] for slow, loaded CI machines.
 // Each test file uses only part of this module (tests/loom.rs runs under libtest, no test_main).
 #![allow(dead_code, unused_macros)]
 
