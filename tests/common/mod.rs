@@ -550,7 +550,18 @@ impl Sensor {
 
     /// Waits until the sensor's stderr contains `text` (a diagnostic it prints once).
     pub fn wait_stderr(&self, text: &str) -> String {
-        wait_stderr_of(&self.stderr_path, text)
+        let deadline = Instant::now() + RECORD_WAIT;
+        loop {
+            let stderr = self.stderr();
+            if stderr.contains(text) {
+                return stderr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {RECORD_WAIT:?} for {text:?} on stderr: {stderr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until a stats line on stderr (`stats_interval_seconds`) says `key` reached
@@ -676,22 +687,6 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
-}
-
-/// Waits until the file at `path` (a sensor's stderr) contains `text`; returns the file.
-pub fn wait_stderr_of(path: &Path, text: &str) -> String {
-    let deadline = Instant::now() + RECORD_WAIT;
-    loop {
-        let stderr = std::fs::read_to_string(path).unwrap_or_default();
-        if stderr.contains(text) {
-            return stderr;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "waited {RECORD_WAIT:?} for {text:?} on stderr: {stderr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The last counters line (`stats` or `final_stats`) the sensor printed on `stderr`.
