@@ -6,23 +6,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
-use std::time::Duration;
-
-const SECS5: Duration = Duration::from_secs(5);
-
-/// The records of connections to `port`, waiting until there are `n` of them.
-fn records_on(sensor: &Sensor, port: u16, n: usize) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + SECS5;
-    loop {
-        let recs = with_dport(&sensor.records(), port);
-        if recs.len() >= n || std::time::Instant::now() >= deadline {
-            return recs;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -38,7 +21,7 @@ fn mariadb_login_packet_is_recorded() {
             "127.0.0.1",
             "-P",
             "3306",
-            "--connect-timeout=5",
+            "--connect-timeout=20",
             "-u",
             "SECRET",
             "-phunter2",
@@ -54,7 +37,9 @@ fn mariadb_login_packet_is_recorded() {
         err.contains("ERROR 1045 (28000): Access denied for user 'SECRET'@'127.0.0.1'"),
         "{err}"
     );
-    let recs = records_on(&sensor, 3306, 1);
+    let recs = sensor.wait_for(3306, "the login packet", |r| {
+        r["spip"]["mysql"]["packet"] == "login"
+    });
     let login = recs
         .iter()
         .find(|r| r["spip"]["mysql"]["packet"] == "login")
@@ -75,7 +60,7 @@ fn psql_password_is_recorded() {
         .cmd(&[
             "env",
             "PGPASSWORD=hunter2",
-            "PGCONNECT_TIMEOUT=5",
+            "PGCONNECT_TIMEOUT=20",
             "PGAPPNAME=e2e",
             "psql",
             "-h",
@@ -96,7 +81,10 @@ fn psql_password_is_recorded() {
         err.contains("password authentication failed for user \"SECRET\""),
         "{err}"
     );
-    let recs = records_on(&sensor, 5432, 3);
+    // The password is the last message: wait for it, then look at the startup before it.
+    let recs = sensor.wait_for(5432, "the password", |r| {
+        r["spip"]["postgres"]["message"] == "password"
+    });
     let find = |message: &str| {
         recs.iter()
             .find(|r| r["spip"]["postgres"]["message"] == message)
@@ -131,7 +119,10 @@ fn redis_cli_command_after_auth_is_recorded() {
         .output()
         .expect("redis-cli");
     assert_eq!(text(&out.stdout).trim(), "OK", "{}", text(&out.stderr));
-    let recs = records_on(&sensor, 6379, 2);
+    // CONFIG comes after AUTH: wait for it.
+    let recs = sensor.wait_for(6379, "the CONFIG command", |r| {
+        r["spip"]["redis"]["command"] == "CONFIG"
+    });
     let auth = recs
         .iter()
         .find(|r| r["spip"]["redis"]["command"] == "AUTH")
@@ -158,7 +149,7 @@ fn vncsnapshot_auth_response_is_recorded() {
     let out = ns
         .cmd(&[
             "timeout",
-            "10",
+            "20",
             "vncsnapshot",
             "-passwd",
             passwd.to_str().unwrap(),
@@ -169,7 +160,10 @@ fn vncsnapshot_auth_response_is_recorded() {
         .expect("vncsnapshot");
     let err = text(&out.stderr);
     assert!(err.contains("VNC authentication failed"), "{err}");
-    let recs = records_on(&sensor, 5903, 2);
+    // The auth response comes after the version: wait for it.
+    let recs = sensor.wait_for(5903, "the auth response", |r| {
+        r["spip"]["vnc"]["message"] == "auth_response"
+    });
     let version = recs
         .iter()
         .find(|r| r["spip"]["vnc"]["message"] == "version")
@@ -191,7 +185,7 @@ fn vncsnapshot_auth_response_is_recorded() {
 const PYMONGO_LOGIN: &str = r#"
 import pymongo
 c = pymongo.MongoClient("mongodb://SECRET:hunter2@127.0.0.1:27017/shop?authSource=admin&appname=e2e",
-                        serverSelectionTimeoutMS=5000, directConnection=True)
+                        serverSelectionTimeoutMS=20000, directConnection=True)
 try:
     c.shop.list_collection_names()
 except Exception as e:
@@ -211,7 +205,10 @@ fn pymongo_sasl_start_is_recorded() {
         "{said} {}",
         text(&out.stderr)
     );
-    let recs = records_on(&sensor, 27017, 3);
+    // saslStart follows the handshake (with the application name) on its connection.
+    let recs = sensor.wait_for(27017, "saslStart", |r| {
+        r["spip"]["mongodb"]["command"] == "saslStart"
+    });
     let sasl = recs
         .iter()
         .find(|r| r["spip"]["mongodb"]["command"] == "saslStart")

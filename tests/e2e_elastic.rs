@@ -41,18 +41,6 @@ fn doc_id(record: &Value) -> String {
     )
 }
 
-/// Waits until `done` holds (polling), or the timeout.
-fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    done()
-}
-
 fn start_server(ns: &Netns, port: u16, bulk: &Arc<BulkServer>) -> TestServer {
     let server = ns.within(move || TestServer::start_on(port));
     server.set_handler(bulk.handler());
@@ -93,7 +81,7 @@ fn every_record_arrives_once_through_faults_and_rejects_are_dead_lettered() {
     poke(&ns, (0..10).map(payload).collect());
     let phase1 = 10 - (0..10).filter(|i| i % 5 == 1).count();
     assert!(
-        wait_for(Duration::from_secs(60), || bulk.with(|c| c.docs.len())
+        eventually(Duration::from_secs(60), || bulk.with(|c| c.docs.len())
             >= phase1),
         "phase 1: {:?}\n{}",
         bulk.with(|c| c.docs.len()),
@@ -123,7 +111,7 @@ fn every_record_arrives_once_through_faults_and_rejects_are_dead_lettered() {
             .collect::<Vec<_>>()
     };
     assert!(
-        wait_for(Duration::from_secs(90), || {
+        eventually(Duration::from_secs(90), || {
             bulk.with(|c| c.docs.len()) >= expected && dead_lines().len() >= rejected_total
         }),
         "docs {} dead {}\n{}",
@@ -132,7 +120,8 @@ fn every_record_arrives_once_through_faults_and_rejects_are_dead_lettered() {
         sensor.stderr()
     );
 
-    let local = sensor.records();
+    // The file sink writes in its own batches: wait for it too.
+    let local = sensor.wait_records(20);
     assert_eq!(local.len(), 20);
     let (refused, kept): (Vec<&Value>, Vec<&Value>) = local.iter().partition(|r| {
         r["event"]["summary"]
@@ -211,9 +200,7 @@ fn https_with_basic_auth_and_verification_on_by_default() {
     );
     poke(&ns, vec!["one\n".into()]);
     assert!(
-        wait_for(Duration::from_secs(10), || sensor
-            .stderr()
-            .contains("ca_file")),
+        eventually(RECORD_WAIT, || sensor.stderr().contains("ca_file")),
         "{}",
         sensor.stderr()
     );
@@ -232,7 +219,7 @@ fn https_with_basic_auth_and_verification_on_by_default() {
     );
     poke(&ns, vec!["two\n".into(), "three\n".into()]);
     assert!(
-        wait_for(Duration::from_secs(15), || bulk.with(|c| c.docs.len()) == 2),
+        eventually(RECORD_WAIT, || bulk.with(|c| c.docs.len()) == 2),
         "{}",
         sensor.stderr()
     );

@@ -5,24 +5,7 @@ mod common;
 
 use common::http_server::{Action, TestServer};
 use common::*;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-fn loom_config(port: u16, batch: usize, flush: &str) -> String {
-    format!(
-        "[loom]\nenabled = true\nurl = \"http://127.0.0.1:{port}/ingest\"\nsensor_id = \"sensor-e2e\"\n\
-         token = \"tok\"\nbatch_size = {batch}\nflush_interval = \"{flush}\"\n"
-    )
-}
-
-fn poke(ns: &Netns, n: u16) {
-    ns.within(move || {
-        for i in 0..n {
-            let dst = SocketAddr::from(([127, 0, 0, 1], 1000 + i));
-            assert_eq!(probe(dst, format!("probe {i}\n").as_bytes()), b"127.0.0.1");
-        }
-    });
-}
 
 fn shipped(server: &TestServer) -> Vec<serde_json::Value> {
     server
@@ -39,8 +22,8 @@ fn records_reach_loom_with_the_go_agent_headers() {
     let server = ns.within(TestServer::start);
     ns.keep_port(server.port());
     let sensor = Sensor::start(&ns, &loom_config(server.port(), 5, "500ms"));
-    poke(&ns, 12);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    poke(&ns, 0, 12);
+    let deadline = Instant::now() + RECORD_WAIT;
     while shipped(&server).len() < 12 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -50,8 +33,8 @@ fn records_reach_loom_with_the_go_agent_headers() {
     assert_eq!(req.header("content-type"), Some("application/json"));
     assert_eq!(req.header("x-spip-id"), Some("sensor-e2e"));
     assert_eq!(req.header("authorization"), Some("Bearer tok"));
-    // Loom gets exactly what the local log has.
-    let local = sensor.records();
+    // Loom gets exactly what the local log has (written in its own batches: wait for it).
+    let local = sensor.wait_records(12);
     assert_eq!(local.len(), 12);
     let mut a: Vec<_> = local.iter().map(|r| r["event"]["id"].to_string()).collect();
     let mut b: Vec<_> = recs.iter().map(|r| r["event"]["id"].to_string()).collect();
@@ -65,7 +48,7 @@ fn sigterm_flushes_loom_queue() {
     let server = ns.within(TestServer::start);
     ns.keep_port(server.port());
     let mut sensor = Sensor::start(&ns, &loom_config(server.port(), 1000, "1h"));
-    poke(&ns, 3);
+    poke(&ns, 0, 3);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         server.request_count(),
@@ -85,9 +68,9 @@ fn stalled_loom_does_not_slow_capture() {
     server.set_default(Action::Stall);
     let sensor = Sensor::start(&ns, &loom_config(server.port(), 10, "200ms"));
     let t0 = Instant::now();
-    poke(&ns, 200);
+    poke(&ns, 0, 200);
     let took = t0.elapsed();
-    let local = sensor.wait_records(200, Duration::from_secs(10));
+    let local = sensor.wait_records(200);
     assert_eq!(
         local.len(),
         200,

@@ -7,33 +7,6 @@ use common::*;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Connections from 64 threads in `ns`, each to its own port via the REDIRECT; returns how
-/// many got the sensor's reply.
-fn flood(ns: &Netns, total: usize, payload_len: usize) -> usize {
-    const PARALLEL: usize = 64;
-    ns.within(move || {
-        let handles: Vec<_> = (0..PARALLEL)
-            .map(|t| {
-                std::thread::spawn(move || {
-                    let mut ok = 0;
-                    for i in (t..total).step_by(PARALLEL) {
-                        let port = 10_000 + i as u16;
-                        let mut msg = format!("conn {i} ").into_bytes();
-                        msg.resize(payload_len, b'x');
-                        msg.push(b'\n');
-                        let dst = SocketAddr::from(([127, 0, 0, 1], port));
-                        if exchange(dst, &[&msg], Duration::from_millis(500)) == b"127.0.0.1" {
-                            ok += 1;
-                        }
-                    }
-                    ok
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).sum()
-    })
-}
-
 fn flood_past_the_size_cap_rotates_without_losing_or_tearing_lines() {
     const TOTAL: usize = 1500;
     const MAX_BYTES: u64 = 65536;
@@ -43,7 +16,7 @@ fn flood_past_the_size_cap_rotates_without_losing_or_tearing_lines() {
         &ns,
         &format!("log_max_bytes = {MAX_BYTES}\nlog_max_files = {MAX_FILES}\n"),
     );
-    assert_eq!(flood(&ns, TOTAL, 200), TOTAL);
+    assert_eq!(flood(&ns, 0, TOTAL, 200, 64), TOTAL);
     let (code, stderr) = sensor.stop();
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("\"records_dropped\":0"), "{stderr}");
@@ -89,7 +62,7 @@ fn flood_past_the_size_cap_rotates_without_losing_or_tearing_lines() {
 fn small_retention_keeps_at_most_n_plus_one_files() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let mut sensor = Sensor::start(&ns, "log_max_bytes = 8192\nlog_max_files = 2\n");
-    assert_eq!(flood(&ns, 300, 200), 300);
+    assert_eq!(flood(&ns, 0, 300, 200, 64), 300);
     let (code, stderr) = sensor.stop();
     assert_eq!(code, 0, "{stderr}");
     let mut names: Vec<String> = std::fs::read_dir(&sensor.dir)
@@ -110,27 +83,6 @@ fn small_retention_keeps_at_most_n_plus_one_files() {
     }
 }
 
-/// A bare namespace (loopback up, no rules).
-fn bare_ns() -> Netns {
-    let ns = Netns {
-        name: format!(
-            "spip-o{}-{}",
-            std::process::id(),
-            NS_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ),
-    };
-    let ok = std::process::Command::new("ip")
-        .args(["netns", "add", &ns.name])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "ip netns add {}", ns.name);
-    ns.run(&["ip", "link", "set", "lo", "up"]);
-    ns
-}
-
-static NS_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(100);
-
 const HOST4: &str = "10.213.0.1";
 const PEER4: &str = "10.213.0.2";
 const HOST6: &str = "fd00:213::1";
@@ -138,29 +90,10 @@ const PEER6: &str = "fd00:213::2";
 
 /// Sensor host and a peer, joined by a veth pair (addresses only inside these namespaces).
 fn host_and_peer() -> (Netns, Netns) {
-    let host = bare_ns();
-    let peer = bare_ns();
-    host.run(&[
-        "ip", "link", "add", "vhost", "type", "veth", "peer", "name", "vpeer", "netns", &peer.name,
-    ]);
-    for (ns, dev, a4, a6) in [
-        (&host, "vhost", HOST4, HOST6),
-        (&peer, "vpeer", PEER4, PEER6),
-    ] {
-        ns.run(&["ip", "addr", "add", &format!("{a4}/24"), "dev", dev]);
-        ns.run(&[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{a6}/64"),
-            "dev",
-            dev,
-            "nodad",
-        ]);
-        ns.run(&["ip", "link", "set", dev, "up"]);
-    }
-    (host, peer)
+    common::host_and_peer(
+        &[&format!("{HOST4}/24"), &format!("{HOST6}/64")],
+        &[&format!("{PEER4}/24"), &format!("{PEER6}/64")],
+    )
 }
 
 fn connect_reply(peer: &Netns, dst: &str, payload: &'static [u8]) -> Option<Vec<u8>> {
@@ -170,10 +103,11 @@ fn connect_reply(peer: &Netns, dst: &str, payload: &'static [u8]) -> Option<Vec<
         // One connection only: a refused connect means "not redirected".
         let mut s = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(3)).ok()?;
         s.write_all(payload).ok()?;
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        let mut reply = Vec::new();
-        let _ = s.read_to_end(&mut reply);
+        // The reply (the client's IP) is one segment: the first read returns it, at once.
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut reply = vec![0u8; 4096];
+        let n = s.read(&mut reply).unwrap_or(0);
+        reply.truncate(n);
         Some(reply)
     })
 }
@@ -225,28 +159,7 @@ fn redirect_roundtrip(backend: &str) {
     }
     let before = ruleset(&host, backend);
     let mut sensor = Sensor::start(&host, "");
-    let spip = |action: &str| {
-        let out = host
-            .cmd(&[
-                bin(),
-                "redirect",
-                action,
-                "--backend",
-                backend,
-                "--exclude-port",
-                "22",
-                "--port",
-                &SENSOR_PORT.to_string(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "redirect {action}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let spip = |action: &str| host.redirect(action, &["--backend", backend]);
     // Without the rules an arbitrary port is closed.
     assert_eq!(connect_reply(&peer, &format!("{HOST4}:4444"), b"x"), None);
 
@@ -264,11 +177,10 @@ fn redirect_roundtrip(backend: &str) {
     );
     // The excluded port is not redirected (nothing listens there).
     assert_eq!(connect_reply(&peer, &format!("{HOST4}:22"), b"x"), None);
-    let recs = sensor.wait_records(2, Duration::from_secs(5));
-    let v4 = with_dport(&recs, 4444);
-    let v6 = with_dport(&recs, 4445);
-    assert_eq!(v4.len(), 1, "{recs:?}");
-    assert_eq!(v6.len(), 1, "{recs:?}");
+    let v4 = sensor.records_to(4444, 1);
+    let v6 = sensor.records_to(4445, 1);
+    assert_eq!(v4.len(), 1, "{v4:?}");
+    assert_eq!(v6.len(), 1, "{v6:?}");
     assert_eq!(v4[0]["source"]["ip"], PEER4);
     assert_eq!(v6[0]["source"]["ip"], PEER6);
 
@@ -317,26 +229,7 @@ fn tproxy_mode_reaches_the_transparent_listener_and_remove_is_exact() {
     };
     let before = routing(&host);
     let mut sensor = Sensor::start(&host, "mode = \"tproxy\"\n");
-    let spip = |action: &str| {
-        let out = host
-            .cmd(&[
-                bin(),
-                "redirect",
-                action,
-                "--tproxy",
-                "--exclude-port",
-                "22",
-                "--port",
-                &SENSOR_PORT.to_string(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "redirect {action} --tproxy: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let spip = |action: &str| host.redirect(action, &["--tproxy"]);
     assert_eq!(connect_reply(&peer, &format!("{HOST4}:5555"), b"x"), None);
     spip("apply");
     spip("apply");
@@ -349,10 +242,9 @@ fn tproxy_mode_reaches_the_transparent_listener_and_remove_is_exact() {
         Some(PEER6.as_bytes())
     );
     assert_eq!(connect_reply(&peer, &format!("{HOST4}:22"), b"x"), None);
-    let recs = sensor.wait_records(2, Duration::from_secs(5));
-    let v4 = with_dport(&recs, 5555);
-    let v6 = with_dport(&recs, 5556);
-    assert_eq!((v4.len(), v6.len()), (1, 1), "{recs:?}");
+    let v4 = sensor.records_to(5555, 1);
+    let v6 = sensor.records_to(5556, 1);
+    assert_eq!((v4.len(), v6.len()), (1, 1), "{v4:?} {v6:?}");
     assert_eq!(v4[0]["destination"]["ip"], HOST4);
     assert_eq!(v6[0]["destination"]["ip"], HOST6);
     assert_eq!(v4[0]["source"]["ip"], PEER4);

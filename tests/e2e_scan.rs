@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Netns, SENSOR_PORT, Sensor, bin};
+use common::{Netns, SENSOR_PORT, Sensor};
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 use std::net::SocketAddr;
@@ -17,59 +17,19 @@ const HOST4: &str = "10.214.0.1";
 const PEER4: &str = "10.214.0.2";
 const SYN_LOG_GROUP: &str = "7";
 
-static NS_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-fn bare_ns() -> Netns {
-    let ns = Netns {
-        name: format!(
-            "spip-s{}-{}",
-            std::process::id(),
-            NS_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ),
-    };
-    let ok = std::process::Command::new("ip")
-        .args(["netns", "add", &ns.name])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "ip netns add {}", ns.name);
-    ns.run(&["ip", "link", "set", "lo", "up"]);
-    ns
-}
-
 /// Sensor host and scanning peer on a veth pair, the host with spip's rules and SYN log
 /// installed by `redirect apply --syn-log` with `backend` (nftables or iptables).
 fn host_and_peer(backend: &str) -> (Netns, Netns) {
-    let host = bare_ns();
-    let peer = bare_ns();
-    host.run(&[
-        "ip", "link", "add", "vhost", "type", "veth", "peer", "name", "vpeer", "netns", &peer.name,
-    ]);
-    for (ns, dev, addr) in [(&host, "vhost", HOST4), (&peer, "vpeer", PEER4)] {
-        ns.run(&["ip", "addr", "add", &format!("{addr}/24"), "dev", dev]);
-        ns.run(&["ip", "link", "set", dev, "up"]);
-    }
-    let port = SENSOR_PORT.to_string();
-    host.run(&[
-        bin(),
-        "redirect",
-        "apply",
-        "--backend",
-        backend,
-        "--exclude-port",
-        "22",
-        "--port",
-        &port,
-        "--syn-log",
-        SYN_LOG_GROUP,
-    ]);
+    let (host, peer) = common::host_and_peer(&[&format!("{HOST4}/24")], &[&format!("{PEER4}/24")]);
+    host.redirect("apply", &["--backend", backend, "--syn-log", SYN_LOG_GROUP]);
     (host, peer)
 }
 
-/// The sensor with summaries every `interval` seconds and the SYN log on.
+/// The sensor with summaries every `interval` seconds and the SYN log on, and its counters on
+/// stderr every second (a test waits there for the SYNs it sent to be read from the log).
 fn start_sensor(host: &Netns, interval: u32, extra: &str) -> Sensor {
     let cfg = format!(
-        "scan_summaries = true\nsyn_log_group = {SYN_LOG_GROUP}\n\
+        "scan_summaries = true\nsyn_log_group = {SYN_LOG_GROUP}\nstats_interval_seconds = 1\n\
          scan_summary_interval_seconds = {interval}\nscan_summary_scanner_ports = 25\n{extra}"
     );
     Sensor::start(host, &cfg)
@@ -112,7 +72,8 @@ fn nmap_syn_scan_yields_a_syn_only_summary_tagged_scanner() {
         HOST4,
     ]);
     assert!(out.status.success());
-    std::thread::sleep(Duration::from_millis(500)); // the log's batching timeout
+    // The kernel batches the log: wait until the sensor has read every SYN.
+    sensor.wait_stat("syn_logged", 3000);
     let (summary, connections) = summary_after_stop(&mut sensor, PEER4);
     let scan = &summary["spip"]["scan"];
     assert!(connections.is_empty(), "SYN scans never reach accept()");
@@ -140,9 +101,10 @@ fn hping3_syn_flood_from_one_source_is_counted_syn_only() {
     // hping3 exits 1 when a reply was missing; the counts below are what matter.
     assert!(out.status.code().is_some(), "{out:?}");
     // Summaries come every interval, not only at shutdown.
-    let periodic = sensor.wait_records(1, Duration::from_secs(5));
-    assert!(periodic.iter().any(|r| r["event"]["kind"] == "metric"));
-    std::thread::sleep(Duration::from_millis(1500));
+    sensor.wait_until("a periodic summary", |recs| {
+        recs.iter().any(|r| r["event"]["kind"] == "metric")
+    });
+    sensor.wait_stat("syn_logged", 500);
     let (code, stderr) = sensor.stop();
     assert_eq!(code, 0, "{stderr}");
     let records = sensor.records();
@@ -198,7 +160,10 @@ fn connect_scan_of_10000_ports_is_fully_accounted_despite_the_per_source_limit()
         10_000,
         "every attempt completed a handshake"
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // The handshake completes before accept(): wait until the sensor accepted (or shed) every
+    // connection and read every SYN from the log.
+    sensor.wait_stat("accepted", 10_000);
+    sensor.wait_stat("syn_logged", 10_000);
     let (summary, connections) = summary_after_stop(&mut sensor, PEER4);
     let scan = &summary["spip"]["scan"];
     let accepted = scan["accepted"].as_u64().unwrap();
@@ -234,7 +199,7 @@ fn payload_tags_on_real_connections() {
         "curl",
         "-s",
         "-m",
-        "3",
+        "20",
         "-o",
         "/dev/null",
         "-H",
@@ -248,10 +213,9 @@ fn payload_tags_on_real_connections() {
             Duration::from_millis(300),
         )
     });
-    let records = sensor.wait_records(2, Duration::from_secs(5));
-    let http = &common::with_dport(&records, 8081)[0];
+    let http = &sensor.record_to(8081);
     assert_eq!(tags(http), ["log4shell"], "{http}");
-    let shell = &common::with_dport(&records, 4444)[0];
+    let shell = &sensor.record_to(4444);
     assert_eq!(tags(shell), ["downloader", "download_exec"], "{shell}");
 }
 

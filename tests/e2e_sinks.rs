@@ -7,35 +7,39 @@ mod common;
 use common::http_server::{Action, TestServer};
 use common::*;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `n` connections, each to its own port (10000 + first + i) via the REDIRECT, each sending
-/// `payload_len` bytes; returns how many got the sensor's reply.
-fn flood(ns: &Netns, first: usize, n: usize, payload_len: usize) -> usize {
-    const PARALLEL: usize = 16;
-    ns.within(move || {
-        let handles: Vec<_> = (0..PARALLEL)
-            .map(|t| {
-                std::thread::spawn(move || {
-                    let mut ok = 0;
-                    for i in (first + t..first + n).step_by(PARALLEL) {
-                        let mut msg = format!("conn {i} ").into_bytes();
-                        msg.resize(payload_len, b'x');
-                        msg.push(b'\n');
-                        let dst = SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16));
-                        if exchange(dst, &[&msg], Duration::from_millis(500)) == b"127.0.0.1" {
-                            ok += 1;
-                        }
-                    }
-                    ok
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).sum()
-    })
+/// Lines in the files of `dir` whose names start with `prefix`, counted without judging them:
+/// the sensor may be writing or rotating meanwhile.
+fn lines_on_disk(dir: &Path, prefix: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with(prefix))
+        })
+        .filter_map(|p| std::fs::read(p).ok())
+        .map(|bytes| bytes.iter().filter(|&&b| b == b'\n').count())
+        .sum()
+}
+
+/// Waits until [`lines_on_disk`] reaches `n`.
+fn wait_lines_on_disk(dir: &Path, prefix: &str, n: usize) {
+    let deadline = Instant::now() + RECORD_WAIT;
+    while lines_on_disk(dir, prefix) < n {
+        assert!(
+            Instant::now() < deadline,
+            "waited {RECORD_WAIT:?} for {n} lines, {} on disk",
+            lines_on_disk(dir, prefix)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Destination ports of every record in the files of `dir` whose names start with `prefix`;
@@ -63,23 +67,12 @@ fn ports_on_disk(dir: &Path, prefix: &str) -> Vec<u64> {
     ports
 }
 
-/// The number after `"key":` in the last stats line of `stderr`.
-fn stat(stderr: &str, key: &str) -> u64 {
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.contains("\"type\":\"final_stats\"") || l.contains("\"type\":\"stats\""))
-        .unwrap_or_else(|| panic!("no stats line in {stderr}"));
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} missing in {line}"))
-}
-
 fn deleting_the_live_file_under_load_keeps_later_records_and_history() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let mut sensor = Sensor::start(&ns, "log_max_bytes = 16384\nlog_max_files = 50\n");
-    assert_eq!(flood(&ns, 0, 200, 200), 200);
+    assert_eq!(flood(&ns, 0, 200, 200, 16), 200);
+    // Written in batches: wait until the flood's records are all on disk.
+    wait_lines_on_disk(&sensor.dir, "records.jsonl", 200);
     let before = ports_on_disk(&sensor.dir, "records.jsonl");
     assert_eq!(before.len(), 200);
     let rotated = |dir: &Path| -> Vec<PathBuf> {
@@ -96,12 +89,17 @@ fn deleting_the_live_file_under_load_keeps_later_records_and_history() {
         std::thread::sleep(Duration::from_millis(100));
         std::fs::remove_file(&live).unwrap();
     });
-    assert_eq!(flood(&ns, 200, 200, 200), 200);
+    assert_eq!(flood(&ns, 200, 200, 200, 16), 200);
     deleter.join().unwrap();
-    // And once more when it is quiet: the next records must still reach the disk.
-    std::thread::sleep(Duration::from_millis(300));
+    // And once more when it is quiet (once the sensor wrote a new live file): the next
+    // records must still reach the disk.
+    let deadline = Instant::now() + RECORD_WAIT;
+    while !sensor.log.exists() {
+        assert!(Instant::now() < deadline, "no new live file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     std::fs::remove_file(&sensor.log).unwrap();
-    assert_eq!(flood(&ns, 400, 100, 200), 100);
+    assert_eq!(flood(&ns, 400, 100, 200, 16), 100);
     let (code, stderr) = sensor.stop();
     assert_eq!(code, 0, "{stderr}");
     let on_disk = ports_on_disk(&sensor.dir, "records.jsonl");
@@ -153,44 +151,6 @@ impl Drop for Tmpfs {
     }
 }
 
-/// The sensor logging to `log` (the common harness picks its own log path).
-fn start_logging_to(ns: &Netns, log: &Path, stderr_path: &Path, extra: &str) -> Child {
-    let dir = temp_dir("cfg");
-    let cfg_path = dir.join("config.toml");
-    std::fs::write(&cfg_path, test_config(log, extra)).unwrap();
-    let child = ns
-        .cmd(&[bin(), "--config", cfg_path.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(stderr_path)
-        .unwrap_or_default()
-        .contains("spip: listening on")
-    {
-        assert!(Instant::now() < deadline, "sensor did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
-fn stop(child: &mut Child) -> i32 {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return status.code().unwrap_or(-1);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("sensor did not exit after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn a_full_disk_never_tears_a_line_and_writing_resumes_when_space_returns() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     // Room for all 300 records (about 3.5 KB each) once the ballast is gone.
@@ -199,18 +159,16 @@ fn a_full_disk_never_tears_a_line_and_writing_resumes_when_space_returns() {
     let ballast = fs.0.join("ballast");
     std::fs::write(&ballast, vec![0u8; 4 * 1024 * 1024 - 64 * 1024]).unwrap();
     let log = fs.0.join("records.jsonl");
-    let errs = temp_dir("stderr").join("stderr.txt");
-    let mut sensor = start_logging_to(&ns, &log, &errs, "");
+    let mut sensor = Sensor::start_logging_to(&ns, &log, "");
     // ~3.5 KB records: far more than 64 KiB.
-    assert_eq!(flood(&ns, 0, 300, 1000), 300);
-    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(flood(&ns, 0, 300, 1000, 16), 300);
+    let stderr = sensor.wait_stderr("file: delivery failed");
     let partial = ports_on_disk(&fs.0, "records.jsonl");
     assert!(
         partial.len() < 300,
         "the disk was not full: {}",
         partial.len()
     );
-    let stderr = std::fs::read_to_string(&errs).unwrap();
     assert_eq!(
         stderr.matches("file: delivery failed").count(),
         1,
@@ -219,11 +177,11 @@ fn a_full_disk_never_tears_a_line_and_writing_resumes_when_space_returns() {
     // Space returns: the held records are written on the next retry.
     std::fs::remove_file(&ballast).unwrap();
     let deadline = Instant::now() + Duration::from_secs(40);
-    while ports_on_disk(&fs.0, "records.jsonl").len() < 300 && Instant::now() < deadline {
+    while lines_on_disk(&fs.0, "records.jsonl") < 300 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(stop(&mut sensor), 0);
-    let stderr = std::fs::read_to_string(&errs).unwrap();
+    let (code, stderr) = sensor.stop();
+    assert_eq!(code, 0, "{stderr}");
     let ports = ports_on_disk(&fs.0, "records.jsonl");
     let dropped = stat(&stderr, "records_dropped");
     assert_eq!(ports.len() as u64 + dropped, 300, "{stderr}");
@@ -235,22 +193,6 @@ fn a_full_disk_never_tears_a_line_and_writing_resumes_when_space_returns() {
     assert!(stderr.contains("delivering again"), "{stderr}");
 }
 
-fn loom_config(port: u16, batch: usize, flush: &str) -> String {
-    format!(
-        "[loom]\nenabled = true\nurl = \"http://127.0.0.1:{port}/ingest\"\nsensor_id = \"s\"\n\
-         token = \"tok\"\nbatch_size = {batch}\nflush_interval = \"{flush}\"\n"
-    )
-}
-
-fn poke(ns: &Netns, first: u16, n: u16) {
-    ns.within(move || {
-        for i in first..first + n {
-            let dst = SocketAddr::from(([127, 0, 0, 1], 1000 + i));
-            assert_eq!(probe(dst, format!("probe {i}\n").as_bytes()), b"127.0.0.1");
-        }
-    });
-}
-
 fn signals_during_the_drain_do_not_kill_and_final_stats_count_everything() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let server = ns.within(TestServer::start);
@@ -258,7 +200,7 @@ fn signals_during_the_drain_do_not_kill_and_final_stats_count_everything() {
     server.set_default(Action::Stall);
     let mut sensor = Sensor::start(&ns, &loom_config(server.port(), 5, "100ms"));
     poke(&ns, 0, 20);
-    assert_eq!(sensor.wait_records(20, Duration::from_secs(5)).len(), 20);
+    assert_eq!(sensor.wait_records(20).len(), 20);
     sensor.signal(libc::SIGTERM);
     // The drain waits on the stalled Loom (up to 5 s): signal it meanwhile.
     std::thread::sleep(Duration::from_millis(800));
@@ -340,7 +282,7 @@ fn metrics_endpoint_passes_promtool() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[9464]);
     let mut sensor = Sensor::start(&ns, "metrics_listen = \"127.0.0.1:9464\"\n");
     poke(&ns, 0, 3);
-    sensor.wait_records(3, Duration::from_secs(5));
+    assert_eq!(sensor.wait_records(3).len(), 3);
     let scrape = |accept: &'static str| {
         ns.within(move || {
             let mut s = TcpStream::connect("127.0.0.1:9464").unwrap();
@@ -437,19 +379,16 @@ fn record_budget_exhaustion_is_counted_on_metrics_and_the_stats_line() {
         s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let _ = s.read_to_end(&mut Vec::new());
     });
-    let records = sensor.wait_records(2, Duration::from_secs(5));
-    assert_eq!(records[1]["spip"]["budget_exhausted"], true, "{records:?}");
+    sensor.wait_for(80, "the last record", |r| {
+        r["spip"]["budget_exhausted"] == true
+    });
     // Counted when the connection ends, which can be just after its records are written.
-    let deadline = Instant::now() + Duration::from_secs(5);
     let metric = "spip_record_budget_exhausted_total";
-    while scraped(&ns, metric) != Some(1) {
-        assert!(
-            Instant::now() < deadline,
-            "{metric} is {:?}",
-            scraped(&ns, metric)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        eventually(RECORD_WAIT, || scraped(&ns, metric) == Some(1)),
+        "{metric} is {:?}",
+        scraped(&ns, metric)
+    );
     let (code, stderr) = sensor.stop();
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stat(&stderr, "record_budget_exhausted"), 1, "{stderr}");

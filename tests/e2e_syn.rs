@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -12,45 +11,14 @@ use std::time::Duration;
 
 const SECS5: Duration = Duration::from_secs(5);
 
-/// The one record of the connection to `port`.
-fn record_on(sensor: &Sensor, port: u16) -> Value {
-    let deadline = std::time::Instant::now() + SECS5;
-    loop {
-        let recs = with_dport(&sensor.records(), port);
-        if let Some(r) = recs.into_iter().next() {
-            return r;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no record on port {port}: {}",
-            sensor.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The final counters line's value for `key` (the sensor prints them as JSON on exit).
-fn counter(stderr: &str, key: &str) -> u64 {
-    let needle = format!("\"{key}\":");
-    let at = stderr
-        .rfind(&needle)
-        .unwrap_or_else(|| panic!("no {key} in {stderr}"));
-    stderr[at + needle.len()..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap()
-}
-
 fn curl_syns_are_recorded_over_ipv4_and_ipv6() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let mut sensor = Sensor::start(&ns, "");
     for url in ["http://127.0.0.1:9201/", "http://[::1]:9202/"] {
-        ns.run(&["curl", "-sS", "-m", "5", "-o", "/dev/null", url]);
+        ns.run(&["curl", "-sS", "-m", "20", "-o", "/dev/null", url]);
     }
     for (port, mss) in [(9201, 65495), (9202, 65476)] {
-        let r = record_on(&sensor, port);
+        let r = sensor.record_to(port);
         let syn = &r["spip"]["syn"];
         // Linux's own SYN over loopback: MSS from the loopback MTU, SACK, timestamps, wscale.
         assert_eq!(syn["ttl"], 64, "{r}");
@@ -68,7 +36,7 @@ fn curl_syns_are_recorded_over_ipv4_and_ipv6() {
     }
     let (code, stderr) = sensor.stop();
     assert_eq!(code, 0);
-    assert_eq!(counter(&stderr, "syn_not_saved"), 0, "{stderr}");
+    assert_eq!(stat(&stderr, "syn_not_saved"), 0, "{stderr}");
 }
 
 /// A client that shapes its own SYN: TTL 33, MSS 1000. Every record of the connection (one
@@ -88,9 +56,7 @@ fn shaped_syn_facts_are_on_every_record() {
         s.write_all(b"second turn\n").unwrap();
         std::thread::sleep(Duration::from_millis(400));
     });
-    let recs = sensor.wait_records(2, SECS5);
-    let recs = with_dport(&recs, 9203);
-    assert!(recs.len() >= 2, "{recs:?}");
+    let recs = sensor.records_to(9203, 2);
     for r in &recs {
         let syn = &r["spip"]["syn"];
         assert_eq!(syn["ttl"], 33, "{r}");
@@ -119,7 +85,7 @@ fn nmap_connect_scan_gets_syn_facts_and_hping3_syn_leaves_none() {
         String::from_utf8_lossy(&hping.stdout)
     );
     for port in [9204, 9205] {
-        let r = record_on(&sensor, port);
+        let r = sensor.record_to(port);
         assert_eq!(r["spip"]["empty"], true, "{r}");
         assert_eq!(r["spip"]["syn"]["options"], "2-4-8-1-3", "{r}");
         assert!(r["spip"]["syn"]["ttl"].as_u64().is_some(), "{r}");
@@ -129,12 +95,12 @@ fn nmap_connect_scan_gets_syn_facts_and_hping3_syn_leaves_none() {
         "curl",
         "-sS",
         "-m",
-        "5",
+        "20",
         "-o",
         "/dev/null",
         "http://127.0.0.1:9207/",
     ]);
-    record_on(&sensor, 9207);
+    sensor.record_to(9207);
     assert!(with_dport(&sensor.records(), 9206).is_empty());
     let (code, _) = sensor.stop();
     assert_eq!(code, 0);
@@ -148,16 +114,16 @@ fn save_syn_off_records_no_syn_facts() {
         "curl",
         "-sS",
         "-m",
-        "5",
+        "20",
         "-o",
         "/dev/null",
         "http://127.0.0.1:9208/",
     ]);
-    let r = record_on(&sensor, 9208);
+    let r = sensor.record_to(9208);
     assert!(r["spip"].get("syn").is_none(), "{r}");
     let (code, stderr) = sensor.stop();
     assert_eq!(code, 0);
-    assert_eq!(counter(&stderr, "syn_not_saved"), 0, "{stderr}");
+    assert_eq!(stat(&stderr, "syn_not_saved"), 0, "{stderr}");
 }
 
 /// With SYN cookies always on, the kernel keeps no SYN: the record has no facts and the
@@ -170,16 +136,16 @@ fn syn_cookies_are_counted_as_not_saved() {
         "curl",
         "-sS",
         "-m",
-        "5",
+        "20",
         "-o",
         "/dev/null",
         "http://127.0.0.1:9209/",
     ]);
-    let r = record_on(&sensor, 9209);
+    let r = sensor.record_to(9209);
     assert!(r["spip"].get("syn").is_none(), "{r}");
     let (code, stderr) = sensor.stop();
     assert_eq!(code, 0);
-    assert_eq!(counter(&stderr, "syn_not_saved"), 1, "{stderr}");
+    assert_eq!(stat(&stderr, "syn_not_saved"), 1, "{stderr}");
 }
 
 /// Spip's global budget (20/s, small burst) with one busy source: a quiet source's
@@ -230,7 +196,7 @@ fn one_busy_source_leaves_room_for_another() {
     let busy = with_dport(&records, 9301);
     assert_eq!(quiet.len(), quiet_sent, "quiet source starved: {stderr}");
     assert!(quiet.iter().all(|r| r["source"]["ip"] == "127.0.0.2"));
-    let held_back = counter(&stderr, "fair_share_limited") + counter(&stderr, "rate_limited");
+    let held_back = stat(&stderr, "fair_share_limited") + stat(&stderr, "rate_limited");
     assert!(held_back > 0, "the busy source was never limited: {stderr}");
     assert!(
         busy.len() < 200,

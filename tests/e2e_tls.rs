@@ -10,49 +10,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const SECS5: Duration = Duration::from_secs(5);
-
-/// Generates a cert with `spip-agent gen-cert`; returns (dir, extra config lines).
-fn tls_config(extra: &str) -> (TempDir, String) {
-    let dir = TempDir(temp_dir("tls-cert"));
-    let out = Command::new(bin())
-        .args([
-            "gen-cert",
-            "--out",
-            dir.to_str().unwrap(),
-            "--cn",
-            "spip.test",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = String::from_utf8(out.stdout).unwrap();
-    (dir, format!("{lines}{extra}"))
-}
+/// How long a raw client waits for the sensor: the wait ends at its reply or close.
+const REPLY_WAIT: Duration = Duration::from_secs(20);
 
 fn start(ns: &Netns, extra: &str) -> (Sensor, TempDir) {
-    let (dir, cfg) = tls_config(extra);
+    let (dir, cfg) = gen_cert_config(extra);
     (Sensor::start(ns, &cfg), dir)
 }
 
 fn hex(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Waits for `n` records on `port`.
-fn records_on(sensor: &Sensor, port: u16, n: usize) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = with_dport(&sensor.records(), port);
-        if r.len() >= n || std::time::Instant::now() > deadline {
-            return r;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn assert_one_event_id(recs: &[Value]) {
@@ -87,7 +54,7 @@ fn alpn_h2_then_http11_bytes_are_parsed_as_http11() {
         b"GET /SECRET HTTP/1.1\r\nHost: x\r\nUser-Agent: s_client\r\nConnection: close\r\n\r\n",
     );
     assert!(out.contains("HTTP/1.1 200 OK"), "{out}");
-    let recs = records_on(&sensor, 8444, 2);
+    let recs = sensor.records_to(8444, 2);
     assert_eq!(recs[1]["tls"]["alpn"], "h2", "{recs:#?}");
     assert_eq!(recs[1]["url"]["path"], "/SECRET", "{recs:#?}");
     assert_eq!(recs[1]["user_agent"]["original"], "s_client");
@@ -109,7 +76,7 @@ fn openssl_sni_alpn_http11_is_decrypted_and_recorded() {
         b"GET /admin HTTP/1.1\r\nHost: www.example.test\r\nConnection: close\r\n\r\n",
     );
     assert!(out.contains("HTTP/1.1 200 OK"), "{out}");
-    let recs = records_on(&sensor, 8443, 2);
+    let recs = sensor.records_to(8443, 2);
     assert_eq!(recs.len(), 2, "{recs:#?}");
     assert_one_event_id(&recs);
     for r in &recs {
@@ -163,14 +130,14 @@ fn curl_http11_and_http2() {
         "curl",
         "-sk",
         "-m",
-        "5",
+        "20",
         "--http1.1",
         "-A",
         "tls-test/1",
         "https://127.0.0.1:4443/x",
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "127.0.0.1");
-    let recs = records_on(&sensor, 4443, 2);
+    let recs = sensor.records_to(4443, 2);
     assert_one_event_id(&recs);
     assert_eq!(recs[1]["user_agent"]["original"], "tls-test/1");
     assert_eq!(recs[1]["tls"]["alpn"], "http/1.1");
@@ -185,12 +152,12 @@ fn curl_http11_and_http2() {
             "curl",
             "-sk",
             "-m",
-            "5",
+            "20",
             "--http2",
             "https://127.0.0.1:4444/h2",
         ])
         .output();
-    let recs = records_on(&sensor, 4444, 2);
+    let recs = sensor.records_to(4444, 2);
     assert!(recs.len() >= 2, "{recs:#?}");
     assert_one_event_id(&recs);
     assert_eq!(recs[1]["tls"]["alpn"], "h2");
@@ -245,7 +212,7 @@ s.close()
     );
     let out = ns.run(&["python3", "-c", &script]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "127.0.0.1");
-    let recs = records_on(&sensor, 9443, 2);
+    let recs = sensor.records_to(9443, 2);
     assert_one_event_id(&recs);
     let r = &recs[1];
     assert_eq!(r["event"]["summary"], "hello over tls");
@@ -282,7 +249,7 @@ fn tls10_client_fails_but_is_fingerprinted() {
         ],
         b"",
     );
-    let recs = records_on(&sensor, 10443, 1);
+    let recs = sensor.records_to(10443, 1);
     assert_eq!(recs.len(), 1, "{recs:#?}");
     let r = &recs[0];
     assert!(
@@ -324,7 +291,7 @@ fn client_hello(ns: &Netns) -> Vec<u8> {
         .spawn()
         .unwrap();
     let (mut s, _) = l.accept().unwrap();
-    s.set_read_timeout(Some(SECS5)).unwrap();
+    s.set_read_timeout(Some(REPLY_WAIT)).unwrap();
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).unwrap();
     let _ = child.kill();
@@ -356,9 +323,9 @@ fn truncated_garbage_stalled_and_plain() {
 
     // Garbage after a record header: rustls rejects it, the connection ends (with an alert
     // when rustls queues one), no waiting for a timeout.
-    let reply = send_raw(&ns, 2001, b"\x16\x03\x01\x00\x05hello".to_vec(), SECS5);
+    let reply = send_raw(&ns, 2001, b"\x16\x03\x01\x00\x05hello".to_vec(), REPLY_WAIT);
     assert!(reply.is_empty() || reply[0] == 0x15, "{reply:?}");
-    let r = &records_on(&sensor, 2001, 1)[0];
+    let r = &sensor.records_to(2001, 1)[0];
     assert_eq!(r["event"]["original_payload_hex"], "160301000568656c6c6f");
     assert!(!r["spip"]["tls_error"].as_str().unwrap().is_empty(), "{r}");
     assert_eq!(r["network"]["protocol"], "tls");
@@ -373,7 +340,7 @@ fn truncated_garbage_stalled_and_plain() {
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out);
     });
-    let r = &records_on(&sensor, 2002, 1)[0];
+    let r = &sensor.records_to(2002, 1)[0];
     assert_eq!(
         r["event"]["original_payload_hex"].as_str().unwrap().len(),
         half.len() * 2
@@ -383,10 +350,10 @@ fn truncated_garbage_stalled_and_plain() {
 
     // Stalled mid-ClientHello: closed at handshake_timeout (2 s), well before read_timeout.
     let t0 = std::time::Instant::now();
-    send_raw(&ns, 2003, half.clone(), Duration::from_secs(10));
+    send_raw(&ns, 2003, half.clone(), REPLY_WAIT);
     let took = t0.elapsed();
-    assert!(took < Duration::from_secs(6), "{took:?}");
-    let r = &records_on(&sensor, 2003, 1)[0];
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let r = &sensor.records_to(2003, 1)[0];
     assert_eq!(r["spip"]["close_reason"], "handshake_timeout", "{r}");
     assert!(
         r["spip"]["tls_error"].as_str().unwrap().contains("timeout"),
@@ -394,8 +361,8 @@ fn truncated_garbage_stalled_and_plain() {
     );
 
     // Whole ClientHello, then silence: the handshake stalls, the hello is fingerprinted.
-    send_raw(&ns, 2004, hello.clone(), Duration::from_secs(10));
-    let r = &records_on(&sensor, 2004, 1)[0];
+    send_raw(&ns, 2004, hello.clone(), REPLY_WAIT);
+    let r = &sensor.records_to(2004, 1)[0];
     assert_eq!(r["spip"]["close_reason"], "handshake_timeout", "{r}");
     assert_eq!(r["tls"]["client"]["server_name"], "cut.test");
     assert!(
@@ -413,13 +380,13 @@ fn truncated_garbage_stalled_and_plain() {
         s.write_all(&a).unwrap();
         std::thread::sleep(Duration::from_millis(200));
         s.write_all(&b).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        s.set_read_timeout(Some(REPLY_WAIT)).unwrap();
         let mut buf = [0u8; 4096];
         let n = s.read(&mut buf).unwrap_or(0);
         buf[..n].to_vec()
     });
     assert_eq!(&reply[..3], b"\x16\x03\x03", "ServerHello: {reply:?}");
-    let r = &records_on(&sensor, 2006, 1)[0];
+    let r = &sensor.records_to(2006, 1)[0];
     assert_eq!(r["spip"]["close_reason"], "eof", "{r}");
     assert_eq!(r["tls"]["client"]["server_name"], "cut.test");
     assert_eq!(
@@ -428,14 +395,9 @@ fn truncated_garbage_stalled_and_plain() {
     );
 
     // Plain bytes to a TLS-mode sensor: one record, whole payload.
-    let reply = send_raw(
-        &ns,
-        2005,
-        b"\x00\x01plain stuff here".to_vec(),
-        Duration::from_secs(1),
-    );
+    let reply = send_raw(&ns, 2005, b"\x00\x01plain stuff here".to_vec(), REPLY_WAIT);
     assert_eq!(reply, b"127.0.0.1");
-    let recs = records_on(&sensor, 2005, 1);
+    let recs = sensor.records_to(2005, 1);
     assert_eq!(
         recs[0]["event"]["original_payload_hex"],
         "0001".to_string() + &hex("plain stuff here")
@@ -493,7 +455,7 @@ fn gen_cert_files_and_bad_cert_exit_2() {
 
 fn rsa_second_certificate_for_rsa_only_clients() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
-    let (dir, mut cfg) = tls_config("");
+    let (dir, mut cfg) = gen_cert_config("");
     let (rc, rk) = (dir.join("rsa.pem"), dir.join("rsa.key"));
     let st = Command::new("openssl")
         .args([
@@ -534,7 +496,7 @@ fn rsa_second_certificate_for_rsa_only_clients() {
     assert!(rsa_only.contains("Signature type: RSA-PSS"), "{rsa_only}");
     // Both handshakes completed and were recorded.
     for port in [5443, 5444] {
-        let recs = records_on(&sensor, port, 1);
+        let recs = sensor.records_to(port, 1);
         assert_eq!(recs[0]["tls"]["client"]["version"], "TLSv1.3", "{recs:#?}");
     }
 }

@@ -29,72 +29,30 @@ const NTP_REQUEST: &[u8; 48] = &{
 };
 
 fn quic_initial() -> &'static [u8] {
-    let hex = QUIC_HEX.trim();
-    let bytes: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    bytes.leak()
-}
-
-static NS_SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// A bare namespace (loopback up, no rules).
-fn bare_ns() -> Netns {
-    let ns = Netns {
-        name: format!(
-            "spip-u{}-{}",
-            std::process::id(),
-            NS_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ),
-    };
-    let ok = std::process::Command::new("ip")
-        .args(["netns", "add", &ns.name])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "ip netns add {}", ns.name);
-    ns.run(&["ip", "link", "set", "lo", "up"]);
-    ns
+    spip::inspect::decode_hex(QUIC_HEX).expect("hex").leak()
 }
 
 /// Sensor host and a peer, joined by a veth pair.
 fn host_and_peer() -> (Netns, Netns) {
-    let host = bare_ns();
-    let peer = bare_ns();
-    host.run(&[
-        "ip", "link", "add", "vhost", "type", "veth", "peer", "name", "vpeer", "netns", &peer.name,
-    ]);
-    for (ns, dev, a4, a6) in [
-        (&host, "vhost", HOST4, HOST6),
-        (&peer, "vpeer", PEER4, PEER6),
-    ] {
-        ns.run(&["ip", "addr", "add", &format!("{a4}/24"), "dev", dev]);
-        ns.run(&[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            &format!("{a6}/64"),
-            "dev",
-            dev,
-            "nodad",
-        ]);
-        ns.run(&["ip", "link", "set", dev, "up"]);
-    }
-    (host, peer)
+    common::host_and_peer(
+        &[&format!("{HOST4}/24"), &format!("{HOST6}/64")],
+        &[&format!("{PEER4}/24"), &format!("{PEER6}/64")],
+    )
 }
 
+/// How long a client waits for a datagram in reply (the sensor may be slow on a loaded
+/// machine; a test that expects no reply waits this long too).
+const REPLY_WAIT: Duration = Duration::from_secs(2);
+
 /// Sends each datagram from one socket of `peer` to `dst`; returns each reply (its bytes and
-/// where it came from), or `None` when none came within 500 ms.
+/// where it came from), or `None` when none came within [`REPLY_WAIT`].
 fn ask(peer: &Netns, dst: &str, datagrams: &[&'static [u8]]) -> Vec<Option<(Vec<u8>, SocketAddr)>> {
     let dst: SocketAddr = dst.parse().unwrap();
     let datagrams = datagrams.to_vec();
     peer.within(move || {
         let bind = if dst.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
         let s = UdpSocket::bind(bind).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
+        s.set_read_timeout(Some(REPLY_WAIT)).unwrap();
         datagrams
             .iter()
             .map(|d| {
@@ -134,49 +92,18 @@ fn redirect(host: &Netns, action: &str) {
 }
 
 fn redirect_with(host: &Netns, action: &str, backend: &str) {
-    let out = host
-        .cmd(&[
-            bin(),
-            "redirect",
-            action,
-            "--backend",
-            backend,
-            "--udp",
-            "--exclude-port",
-            "22",
-            "--port",
-            &SENSOR_PORT.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "redirect {action} --udp: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    host.redirect(action, &["--backend", backend, "--udp"]);
 }
 
+/// The UDP records once there are at least `n`.
 fn udp_records(sensor: &Sensor, n: usize) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let r: Vec<Value> = sensor
-            .records()
-            .into_iter()
+    let udp = |recs: &[Value]| -> Vec<Value> {
+        recs.iter()
             .filter(|r| r["network"]["transport"] == "udp")
-            .collect();
-        if r.len() >= n || std::time::Instant::now() >= deadline {
-            return r;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn by_port(records: &[Value], port: u16) -> Vec<Value> {
-    records
-        .iter()
-        .filter(|r| r["destination"]["port"] == port)
-        .cloned()
-        .collect()
+            .cloned()
+            .collect()
+    };
+    udp(&sensor.wait_until(&format!("{n} UDP records"), |recs| udp(recs).len() >= n))
 }
 
 fn real_clients_and_replies_from_the_original_address_within_the_request_size() {
@@ -191,7 +118,7 @@ fn real_clients_and_replies_from_the_original_address_within_the_request_size() 
         "dig",
         &format!("@{HOST4}"),
         "+tries=1",
-        "+time=2",
+        "+time=10",
         "example.com",
         "A",
     ]);
@@ -210,7 +137,7 @@ fn real_clients_and_replies_from_the_original_address_within_the_request_size() 
             "-r",
             "0",
             "-t",
-            "2",
+            "10",
             &format!("{HOST4}:161"),
             "1.3.6.1.2.1.1.1.0",
         ])
@@ -263,16 +190,30 @@ fn real_clients_and_replies_from_the_original_address_within_the_request_size() 
     // A flow: two datagrams from one socket share an event.id.
     ask(&peer, &format!("{HOST4}:4444"), &[b"one\n", b"two\n"]);
 
-    let recs = udp_records(&sensor, 12);
-    let quic = by_port(&recs, 443);
+    // Wait for every record checked below: clients may retry, so a count is not enough.
+    let recs = sensor.wait_until("the records of every client", |recs| {
+        let to = |port| with_dport(recs, port);
+        let dns = to(53);
+        !to(443).is_empty()
+            && !to(123).is_empty()
+            && dns.iter().any(|r| r["source"]["ip"] == PEER4)
+            && dns.iter().any(|r| r["source"]["ip"] == PEER6)
+            && !to(161).is_empty()
+            && to(5060)
+                .iter()
+                .any(|r| r["user_agent"]["original"].is_string())
+            && !to(11211).is_empty()
+            && to(4444).len() >= 2
+    });
+    let quic = with_dport(&recs, 443);
     assert_eq!(quic[0]["network"]["protocol"], "quic");
     assert_eq!(
         quic[0]["tls"]["client"]["hash"]["ja4"],
         "q13d0211an_62ed6f6ca7ad_4d634acda6c0"
     );
     assert_eq!(quic[0]["tls"]["client"]["server_name"], "example.com");
-    assert_eq!(by_port(&recs, 123)[0]["spip"]["udp"]["reply_bytes"], 48);
-    let dns = by_port(&recs, 53);
+    assert_eq!(with_dport(&recs, 123)[0]["spip"]["udp"]["reply_bytes"], 48);
+    let dns = with_dport(&recs, 53);
     assert!(dns.len() >= 2, "{recs:#?}");
     assert_eq!(dns[0]["network"]["protocol"], "dns");
     assert_eq!(dns[0]["dns"]["question"]["name"], "example.com");
@@ -288,19 +229,19 @@ fn real_clients_and_replies_from_the_original_address_within_the_request_size() 
             .unwrap()
             .starts_with("1:")
     );
-    let snmp = by_port(&recs, 161);
+    let snmp = with_dport(&recs, 161);
     assert_eq!(snmp[0]["spip"]["snmp"]["community"], "e2eCommunity");
     assert_eq!(snmp[0]["spip"]["udp"]["reply"], "sent");
-    let sip = by_port(&recs, 5060);
+    let sip = with_dport(&recs, 5060);
     assert!(sip.iter().any(|r| {
         r["user_agent"]["original"]
             .as_str()
             .is_some_and(|u| u.starts_with("sipsak"))
     }));
-    let memcached = by_port(&recs, 11211);
+    let memcached = with_dport(&recs, 11211);
     assert_eq!(memcached[0]["spip"]["udp"]["reply"], "never");
     assert_eq!(memcached[0]["spip"]["udp"]["never_answered"], "memcached");
-    let flow = by_port(&recs, 4444);
+    let flow = with_dport(&recs, 4444);
     assert_eq!(flow.len(), 2, "{flow:#?}");
     assert_eq!(flow[0]["event"]["id"], flow[1]["event"]["id"]);
     assert_eq!(
@@ -344,8 +285,7 @@ fn a_source_over_its_reply_budget_gets_no_more_replies() {
         for _ in 0..20 {
             s.send_to(DIG_A, dst).unwrap();
         }
-        s.set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
+        s.set_read_timeout(Some(REPLY_WAIT)).unwrap();
         let mut buf = [0u8; 2048];
         let mut n = 0;
         while s.recv_from(&mut buf).is_ok() {
@@ -405,10 +345,10 @@ fn iptables_backend_tproxies_udp_and_remove_is_exact() {
     }
     let recs = udp_records(&sensor, 2);
     assert_eq!(
-        by_port(&recs, 53)[0]["dns"]["question"]["name"],
+        with_dport(&recs, 53)[0]["dns"]["question"]["name"],
         "example.com"
     );
-    assert_eq!(by_port(&recs, 5353)[0]["destination"]["ip"], HOST6);
+    assert_eq!(with_dport(&recs, 5353)[0]["destination"]["ip"], HOST6);
     redirect_with(&host, "remove", "iptables");
     assert_eq!(before, saved(&host), "remove must restore rules and routes");
     let (code, _) = sensor.stop();
@@ -431,7 +371,7 @@ fn udp_datagrams_count_in_the_source_scan_summary() {
         }
     });
     // Summed over the summaries written so far (an interval may end between datagrams).
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + RECORD_WAIT;
     loop {
         let summaries: Vec<Value> = sensor
             .records()

@@ -10,70 +10,10 @@
 mod common;
 
 use common::*;
-use std::process::Output;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Runs a client that is expected to fail its login (its exit status is not checked).
-fn client(ns: &Netns, args: &[&str]) -> Output {
-    ns.cmd(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Today's date (UTC, `YYYY-MM-DD`), as nmap prints the times it reads.
-fn utc_date() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
-    chrono::DateTime::from_timestamp(secs as i64, 0)
-        .expect("a date")
-        .format("%Y-%m-%d")
-        .to_string()
-}
-
-/// Whether `scan` shows `label` followed by today's date (either side of a midnight that
-/// passed during the scan).
-fn shows_today(scan: &str, label: &str, before: &str, after: &str) -> bool {
-    scan.contains(&format!("{label}{before}")) || scan.contains(&format!("{label}{after}"))
-}
-
-fn smbclient_user_and_netntlmv2_are_recorded() {
-    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
-    let sensor = Sensor::start(&ns, "");
-    let out = client(
-        &ns,
-        &[
-            "timeout",
-            "20",
-            "smbclient",
-            "-L",
-            "//127.0.0.1",
-            "-U",
-            "CORP/alice%Secret1",
-        ],
-    );
-    assert!(
-        text(&out).contains("NT_STATUS_LOGON_FAILURE"),
-        "{}",
-        text(&out)
-    );
-    let r = sensor
-        .find_record(445, |r| r["user"]["name"] == "alice")
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(r["user"]["domain"], "CORP");
-    assert_eq!(r["network"]["protocol"], "smb");
-    assert_eq!(r["spip"]["smb"]["command"], "session_setup");
-    let ntlm = &r["spip"]["ntlm"];
-    assert_eq!(ntlm["response"], "v2");
+/// A NetNTLMv2 response from a named workstation, in hashcat's format for `user::DOMAIN:`.
+fn assert_netntlmv2(ntlm: &serde_json::Value, hashcat_prefix: &str) {
+    assert_eq!(ntlm["response"], "v2", "{ntlm}");
     assert!(
         !ntlm["workstation"].as_str().unwrap_or("").is_empty(),
         "{ntlm}"
@@ -81,34 +21,49 @@ fn smbclient_user_and_netntlmv2_are_recorded() {
     assert!(
         ntlm["hashcat"]
             .as_str()
-            .unwrap()
-            .starts_with("alice::CORP:"),
+            .unwrap_or("")
+            .starts_with(hashcat_prefix),
         "{ntlm}"
     );
+}
+
+fn smbclient_user_and_netntlmv2_are_recorded() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "");
+    let out = ns.client(&[
+        "timeout",
+        "20",
+        "smbclient",
+        "-L",
+        "//127.0.0.1",
+        "-U",
+        "CORP/alice%Secret1",
+    ]);
+    assert!(out.contains("NT_STATUS_LOGON_FAILURE"), "{out}");
+    let r = sensor
+        .find_record(445, |r| r["user"]["name"] == "alice")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r["user"]["domain"], "CORP");
+    assert_eq!(r["network"]["protocol"], "smb");
+    assert_eq!(r["spip"]["smb"]["command"], "session_setup");
+    assert_netntlmv2(&r["spip"]["ntlm"], "alice::CORP:");
 }
 
 fn smbclient_on_139_speaks_netbios_first() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
-    let out = client(
-        &ns,
-        &[
-            "timeout",
-            "20",
-            "smbclient",
-            "-L",
-            "//127.0.0.1",
-            "-p",
-            "139",
-            "-U",
-            "bob%pw",
-        ],
-    );
-    assert!(
-        text(&out).contains("NT_STATUS_LOGON_FAILURE"),
-        "{}",
-        text(&out)
-    );
+    let out = ns.client(&[
+        "timeout",
+        "20",
+        "smbclient",
+        "-L",
+        "//127.0.0.1",
+        "-p",
+        "139",
+        "-U",
+        "bob%pw",
+    ]);
+    assert!(out.contains("NT_STATUS_LOGON_FAILURE"), "{out}");
     sensor
         .find_record(139, |r| r["user"]["name"] == "bob")
         .unwrap_or_else(|e| panic!("{e}"));
@@ -117,27 +72,20 @@ fn smbclient_on_139_speaks_netbios_first() {
 fn tsql_login_and_password_are_recorded() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
-    let out = client(
-        &ns,
-        &[
-            "timeout",
-            "20",
-            "tsql",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            "1433",
-            "-U",
-            "sa",
-            "-P",
-            "hunter2",
-        ],
-    );
-    assert!(
-        text(&out).contains("Login failed for user 'sa'"),
-        "{}",
-        text(&out)
-    );
+    let out = ns.client(&[
+        "timeout",
+        "20",
+        "tsql",
+        "-H",
+        "127.0.0.1",
+        "-p",
+        "1433",
+        "-U",
+        "sa",
+        "-P",
+        "hunter2",
+    ]);
+    assert!(out.contains("Login failed for user 'sa'"), "{out}");
     let r = sensor
         .find_record(1433, |r| r["user"]["name"] == "sa")
         .unwrap_or_else(|e| panic!("{e}"));
@@ -149,22 +97,19 @@ fn tsql_login_and_password_are_recorded() {
 fn tsql_windows_login_yields_ntlm() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
-    client(
-        &ns,
-        &[
-            "timeout",
-            "20",
-            "tsql",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            "1433",
-            "-U",
-            "CORP\\bob",
-            "-P",
-            "pw",
-        ],
-    );
+    ns.client(&[
+        "timeout",
+        "20",
+        "tsql",
+        "-H",
+        "127.0.0.1",
+        "-p",
+        "1433",
+        "-U",
+        "CORP\\bob",
+        "-P",
+        "pw",
+    ]);
     let r = sensor
         .find_record(1433, |r| r["user"]["name"] == "bob")
         .unwrap_or_else(|e| panic!("{e}"));
@@ -191,7 +136,7 @@ fn xfreerdp(ns: &Netns, extra: &[&str]) -> String {
         "/cert:ignore",
     ];
     args.extend_from_slice(extra);
-    text(&client(ns, &args))
+    ns.client(&args)
 }
 
 fn xfreerdp_nla_yields_user_domain_and_netntlmv2() {
@@ -206,19 +151,7 @@ fn xfreerdp_nla_yields_user_domain_and_netntlmv2() {
     // Inside TLS, as every record of a TLS layer says.
     assert_eq!(r["network"]["protocol"], "tls");
     assert_eq!(r["spip"]["rdp"]["message"], "credssp");
-    let ntlm = &r["spip"]["ntlm"];
-    assert_eq!(ntlm["response"], "v2");
-    assert!(
-        !ntlm["workstation"].as_str().unwrap_or("").is_empty(),
-        "{ntlm}"
-    );
-    assert!(
-        ntlm["hashcat"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("rdpuser::CORP:"),
-        "{ntlm}"
-    );
+    assert_netntlmv2(&r["spip"]["ntlm"], "rdpuser::CORP:");
     // Refused as Windows refuses it: CredSSP's errorCode STATUS_LOGON_FAILURE.
     assert!(out.contains("LOGON_FAILURE"), "{out}");
     // The Connection Request before TLS: the cookie and CredSSP asked for.
@@ -254,7 +187,7 @@ fn xfreerdp_tls_and_standard_security_record_the_client_core() {
 fn nmap_rdp_ntlm_info_reads_our_challenge() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "banner_hostname = \"fileserver01\"");
-    let before = utc_date();
+    let before = utc_today("%Y-%m-%d");
     let out = ns.run(&[
         "nmap",
         "-Pn",
@@ -265,11 +198,11 @@ fn nmap_rdp_ntlm_info_reads_our_challenge() {
         "rdp-ntlm-info",
         "127.0.0.1",
     ]);
-    let after = utc_date();
+    let after = utc_today("%Y-%m-%d");
     let scan = String::from_utf8_lossy(&out.stdout);
     // The CHALLENGE's MsvAvTimestamp: our clock, as Windows sends it.
     assert!(
-        shows_today(&scan, "System_Time: ", &before, &after),
+        shows_date(&scan, "System_Time: ", &before, &after),
         "{scan}"
     );
     assert!(scan.contains("Target_Name: FILESERVER01"), "{scan}");
@@ -316,7 +249,7 @@ fn nmap_names_the_services_and_smb_protocols_runs() {
 fn nmap_smb2_time_reads_our_clock() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
-    let before = utc_date();
+    let before = utc_today("%Y-%m-%d");
     let out = ns.run(&[
         "nmap",
         "-Pn",
@@ -327,10 +260,10 @@ fn nmap_smb2_time_reads_our_clock() {
         "smb2-time",
         "127.0.0.1",
     ]);
-    let after = utc_date();
+    let after = utc_today("%Y-%m-%d");
     let scan = String::from_utf8_lossy(&out.stdout);
     // SystemTime is now; ServerStartTime zero, which nmap prints as N/A (as for Windows 10+).
-    assert!(shows_today(&scan, "  date: ", &before, &after), "{scan}");
+    assert!(shows_date(&scan, "  date: ", &before, &after), "{scan}");
     assert!(scan.contains("start_date: N/A"), "{scan}");
     sensor
         .find_record(445, |r| r["spip"]["smb"]["command"] == "negotiate")

@@ -22,6 +22,17 @@
 //!
 //! Filters and flags work as with libtest (`cargo test --test e2e_x -- curl --test-threads 1`).
 //! Output is never captured: a test's prints show as they happen.
+//!
+//! # Waiting for what a test checks
+//!
+//! The sensor hands records to its file writer in batches every 100 ms, so a record is not on
+//! disk the moment its client is done. Wait for exactly the record an assertion needs
+//! ([`Sensor::wait_for`], [`Sensor::find_record`], [`Sensor::record_to`],
+//! [`Sensor::records_to`], [`Sensor::wait_until`]); records of one connection come in order, so
+//! waiting for the last one checked covers those before it. Never wait for one record (or a
+//! count) and assert on another, and never sleep for the writer: to assert a record is absent,
+//! [`Sensor::stop`] first (it writes everything). Waits end as soon as they are satisfied and
+//! allow [`RECORD_WAIT`] for slow, loaded CI machines.
 // Each test file uses only part of this module (tests/loom.rs runs under libtest, no test_main).
 #![allow(dead_code, unused_macros)]
 
@@ -152,9 +163,8 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Redirects every TCP port on 127.0.0.0/8 and ::1 to `port`, except `keep_ports`
-    /// (helpers of the test itself, such as a Loom server).
-    pub fn sensor_host(port: u16, keep_ports: &[u16]) -> Netns {
+    /// A bare namespace: loopback up, no rules.
+    pub fn new() -> Netns {
         let name = format!(
             "spip-t{}-{}",
             std::process::id(),
@@ -163,6 +173,13 @@ impl Netns {
         run_ok(Command::new("ip").args(["netns", "add", &name]));
         let ns = Netns { name };
         ns.run(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Redirects every TCP port on 127.0.0.0/8 and ::1 to `port`, except `keep_ports`
+    /// (helpers of the test itself, such as a Loom server).
+    pub fn sensor_host(port: u16, keep_ports: &[u16]) -> Netns {
+        let ns = Netns::new();
         for (tool, dst) in [("iptables", "127.0.0.0/8"), ("ip6tables", "::1")] {
             let port = port.to_string();
             ns.run(&[
@@ -217,6 +234,26 @@ impl Netns {
         run_ok(&mut self.cmd(args))
     }
 
+    /// Runs a client that may fail (a refused login): its exit status is not checked. Returns
+    /// its stdout followed by its stderr.
+    pub fn client(&self, args: &[&str]) -> String {
+        let out = self
+            .cmd(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    /// `spip-agent redirect <action> <args> --exclude-port 22 --port 8080` in the namespace
+    /// (the sensor host's firewall rules), asserting success; returns what it printed.
+    pub fn redirect(&self, action: &str, args: &[&str]) -> String {
+        let port = SENSOR_PORT.to_string();
+        let mut cmd = vec![bin(), "redirect", action];
+        cmd.extend_from_slice(args);
+        cmd.extend(["--exclude-port", "22", "--port", &port]);
+        String::from_utf8_lossy(&self.run(&cmd).stdout).into_owned()
+    }
+
     /// A command that runs inside the namespace.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
@@ -246,6 +283,48 @@ impl Drop for Netns {
             .status();
     }
 }
+
+/// A sensor host and a peer namespace joined by a veth pair (`vhost` in the host, `vpeer` in
+/// the peer), each side with its addresses (`10.214.0.1/24`, `fd00:214::1/64`).
+pub fn host_and_peer(host_addrs: &[&str], peer_addrs: &[&str]) -> (Netns, Netns) {
+    let host = Netns::new();
+    let peer = Netns::new();
+    host.run(&[
+        "ip", "link", "add", "vhost", "type", "veth", "peer", "name", "vpeer", "netns", &peer.name,
+    ]);
+    for (ns, dev, addrs) in [(&host, "vhost", host_addrs), (&peer, "vpeer", peer_addrs)] {
+        for addr in addrs {
+            if addr.contains(':') {
+                // No duplicate address detection: the address is usable at once.
+                ns.run(&["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"]);
+            } else {
+                ns.run(&["ip", "addr", "add", addr, "dev", dev]);
+            }
+        }
+        ns.run(&["ip", "link", "set", dev, "up"]);
+    }
+    (host, peer)
+}
+
+/// Makes a certificate with `spip-agent gen-cert` (CN `spip.test`); returns its directory and
+/// the config lines that use it, followed by `extra`.
+pub fn gen_cert_config(extra: &str) -> (TempDir, String) {
+    let dir = TempDir(temp_dir("cert"));
+    let out = run_ok(Command::new(bin()).args([
+        "gen-cert",
+        "--out",
+        &dir.display().to_string(),
+        "--cn",
+        "spip.test",
+    ]));
+    let lines = String::from_utf8_lossy(&out.stdout);
+    let cfg = format!("{lines}{extra}");
+    (dir, cfg)
+}
+
+/// How long a test waits for what the sensor writes. Generous, for a slow or loaded CI machine:
+/// a wait ends as soon as what it waits for is there.
+pub const RECORD_WAIT: Duration = Duration::from_secs(30);
 
 /// The real sensor binary running in a namespace, logging to a file.
 pub struct Sensor {
@@ -338,8 +417,18 @@ impl Sensor {
 
     /// Like [`Sensor::start`], with a command prefix (e.g. `prlimit --nofile=64`).
     pub fn start_with(ns: &Netns, extra: &str, prefix: &[&str]) -> Sensor {
+        Sensor::launch(ns, extra, prefix, None)
+    }
+
+    /// Like [`Sensor::start`], logging to `log` (e.g. on a small tmpfs) instead of its own
+    /// directory.
+    pub fn start_logging_to(ns: &Netns, log: &Path, extra: &str) -> Sensor {
+        Sensor::launch(ns, extra, &[], Some(log))
+    }
+
+    fn launch(ns: &Netns, extra: &str, prefix: &[&str], log: Option<&Path>) -> Sensor {
         let dir = temp_dir("sensor");
-        let log = dir.join("records.jsonl");
+        let log = log.map_or_else(|| dir.join("records.jsonl"), Path::to_path_buf);
         let cfg_path = dir.join("config.toml");
         std::fs::write(&cfg_path, test_config(&log, extra)).unwrap();
         let stderr_path = dir.join("stderr.txt");
@@ -363,7 +452,7 @@ impl Sensor {
     }
 
     fn wait_listening(&self, ns: &Netns) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + RECORD_WAIT;
         while Instant::now() < deadline {
             if self.stderr().contains("spip: listening on") {
                 // Probe with a direct connection to the sensor port is avoided: it would be
@@ -395,21 +484,13 @@ impl Sensor {
             .collect()
     }
 
-    /// Waits up to 10 s for a record to `port` that satisfies `found`, and returns it, or the
-    /// records to that port (pretty-printed) when none came. Records of one connection are
-    /// written in order but in batches, so a test waits for the last record it checks.
+    /// Waits up to [`RECORD_WAIT`] for a record to `port` that satisfies `found`, and returns
+    /// it, or the records to that port (pretty-printed) when none came. Records of one
+    /// connection are written in order but in batches, so a test waits for the last record it
+    /// checks.
     pub fn find_record(&self, port: u16, found: impl Fn(&Value) -> bool) -> Result<Value, String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let recs = with_dport(&self.records(), port);
-            if let Some(r) = recs.iter().find(|r| found(r)) {
-                return Ok(r.clone());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("{recs:#?}\n{}", self.stderr()));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.poll(|recs| with_dport(recs, port).into_iter().find(|r| found(r)))
+            .map_err(|recs| format!("{:#?}\n{}", with_dport(&recs, port), self.stderr()))
     }
 
     /// Like [`Sensor::find_record`], but returns all records to `port` once one satisfies
@@ -421,15 +502,83 @@ impl Sensor {
         with_dport(&self.records(), port)
     }
 
-    /// Waits until at least `n` records exist (or the timeout), and returns them.
-    pub fn wait_records(&self, n: usize, timeout: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
+    /// The first record to `port` (of a test's only connection to it), waiting for it.
+    pub fn record_to(&self, port: u16) -> Value {
+        self.find_record(port, |_| true)
+            .unwrap_or_else(|seen| panic!("no record to port {port}: {seen}"))
+    }
+
+    /// The records to `port` once there are at least `n` (panics when they do not come).
+    pub fn records_to(&self, port: u16, n: usize) -> Vec<Value> {
+        let recs = self.wait_until(&format!("{n} records to port {port}"), |recs| {
+            with_dport(recs, port).len() >= n
+        });
+        with_dport(&recs, port)
+    }
+
+    /// All records once there are at least `n` (panics when they do not come).
+    pub fn wait_records(&self, n: usize) -> Vec<Value> {
+        self.wait_until(&format!("{n} records"), |recs| recs.len() >= n)
+    }
+
+    /// All records once `done` holds for them (panics, naming `what`, when it never does).
+    pub fn wait_until(&self, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        self.poll(|recs| done(recs).then(|| recs.to_vec()))
+            .unwrap_or_else(|recs| {
+                panic!(
+                    "waited {RECORD_WAIT:?} for {what}; records: {recs:#?}\n{}",
+                    self.stderr()
+                )
+            })
+    }
+
+    /// Polls the records until `seen` finds what it looks for (`Ok`), or [`RECORD_WAIT`]
+    /// passed (`Err` with the records seen last).
+    fn poll<T>(&self, seen: impl Fn(&[Value]) -> Option<T>) -> Result<T, Vec<Value>> {
+        let deadline = Instant::now() + RECORD_WAIT;
         loop {
-            let r = self.records();
-            if r.len() >= n || Instant::now() >= deadline {
-                return r;
+            let recs = self.records();
+            if let Some(found) = seen(&recs) {
+                return Ok(found);
+            }
+            if Instant::now() > deadline {
+                return Err(recs);
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the sensor's stderr contains `text` (a diagnostic it prints once).
+    pub fn wait_stderr(&self, text: &str) -> String {
+        let deadline = Instant::now() + RECORD_WAIT;
+        loop {
+            let stderr = self.stderr();
+            if stderr.contains(text) {
+                return stderr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {RECORD_WAIT:?} for {text:?} on stderr: {stderr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until a stats line on stderr (`stats_interval_seconds`) says `key` reached
+    /// `at_least`.
+    pub fn wait_stat(&self, key: &str, at_least: u64) {
+        let deadline = Instant::now() + RECORD_WAIT;
+        loop {
+            let stderr = self.stderr();
+            let now = last_stats(&stderr).and_then(|v| v[key].as_u64());
+            if now.is_some_and(|n| n >= at_least) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {RECORD_WAIT:?} for {key} >= {at_least} in the stats: {stderr}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -446,7 +595,7 @@ impl Sensor {
     /// SIGTERM and wait; returns the exit code.
     pub fn stop(&mut self) -> (i32, String) {
         self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + RECORD_WAIT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return (status.code().unwrap_or(-1), self.stderr());
@@ -493,11 +642,17 @@ pub fn exchange(addr: SocketAddr, pieces: &[&[u8]], read_for: Duration) -> Vec<u
     reply
 }
 
-/// Connects, sends `payload`, and returns the first bytes of the reply (empty on timeout).
+/// Connects, sends `payload`, and returns the first bytes of the reply (empty when none came
+/// within [`RECORD_WAIT`]).
 pub fn probe(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.write_all(payload).expect("send");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    read_reply(&mut s)
+}
+
+/// The first bytes that come on `s` (empty when none came within [`RECORD_WAIT`]).
+fn read_reply(s: &mut TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(RECORD_WAIT)).unwrap();
     let mut buf = [0u8; 4096];
     match s.read(&mut buf) {
         Ok(n) => buf[..n].to_vec(),
@@ -512,4 +667,113 @@ pub fn with_dport(records: &[Value], port: u16) -> Vec<Value> {
         .filter(|r| r["destination"]["port"] == port)
         .cloned()
         .collect()
+}
+
+/// Polls `done` until it holds (true) or `timeout` passed (false).
+pub fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
+/// Today's date (UTC) in `format` (chrono's strftime), e.g. `%Y-%m-%d` as nmap prints times.
+pub fn utc_today(format: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    chrono::DateTime::from_timestamp(now.as_secs() as i64, 0)
+        .expect("a date")
+        .format(format)
+        .to_string()
+}
+
+/// Whether `text` shows `label` followed by `before` or `after` (today's date read before and
+/// after a client ran, in case midnight passed meanwhile).
+pub fn shows_date(text: &str, label: &str, before: &str, after: &str) -> bool {
+    text.contains(&format!("{label}{before}")) || text.contains(&format!("{label}{after}"))
+}
+
+/// A loopback port with nothing listening on it (for now).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The last counters line (`stats` or `final_stats`) the sensor printed on `stderr`.
+fn last_stats(stderr: &str) -> Option<Value> {
+    stderr
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"type\":\"final_stats\"") || l.contains("\"type\":\"stats\""))
+        .and_then(|l| serde_json::from_str(l).ok())
+}
+
+/// The value of counter `key` in the last stats line of `stderr` (after `stop`, the final one).
+pub fn stat(stderr: &str, key: &str) -> u64 {
+    let stats = last_stats(stderr).unwrap_or_else(|| panic!("no stats line in {stderr}"));
+    stats[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {stats}"))
+}
+
+/// Probes ports `1000 + first ..` of `ns` one after another, `n` of them, each sending
+/// `probe <i>` and asserting the sensor's reply (one record each).
+pub fn poke(ns: &Netns, first: u16, n: u16) {
+    ns.within(move || {
+        for i in first..first + n {
+            let dst = SocketAddr::from(([127, 0, 0, 1], 1000 + i));
+            assert_eq!(probe(dst, format!("probe {i}\n").as_bytes()), b"127.0.0.1");
+        }
+    });
+}
+
+/// A `[loom]` table shipping to `http://127.0.0.1:<port>/ingest` as sensor `sensor-e2e`.
+pub fn loom_config(port: u16, batch: usize, flush: &str) -> String {
+    format!(
+        "[loom]\nenabled = true\nurl = \"http://127.0.0.1:{port}/ingest\"\nsensor_id = \"sensor-e2e\"\n\
+         token = \"tok\"\nbatch_size = {batch}\nflush_interval = \"{flush}\"\n"
+    )
+}
+
+/// `n` connections from `parallel` threads in `ns`, connection `i` to port `10000 + first + i`
+/// (through the REDIRECT), each sending `conn <i>` padded with `x` to `payload_len` bytes and
+/// a newline, reading the reply and holding the connection 500 ms more (so that up to
+/// `parallel` are open at once); returns how many got the sensor's reply (the client's IP).
+pub fn flood(ns: &Netns, first: usize, n: usize, payload_len: usize, parallel: usize) -> usize {
+    ns.within(move || {
+        let handles: Vec<_> = (0..parallel)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut ok = 0;
+                    for i in (first + t..first + n).step_by(parallel) {
+                        let mut msg = format!("conn {i} ").into_bytes();
+                        if msg.len() < payload_len {
+                            msg.resize(payload_len, b'x');
+                        }
+                        msg.push(b'\n');
+                        let dst = SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16));
+                        let mut s = TcpStream::connect_timeout(&dst, Duration::from_secs(5))
+                            .expect("connect");
+                        s.write_all(&msg).expect("send");
+                        if read_reply(&mut s) == b"127.0.0.1" {
+                            ok += 1;
+                        }
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    ok
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("flood thread panicked"))
+            .sum()
+    })
 }
