@@ -368,9 +368,19 @@ fn budget_drops_oldest_and_keeps_counts() {
     }));
     loom.shutdown(Duration::from_secs(2));
     let got = delivered(&srv.requests());
-    // The newest records survive; the oldest were dropped.
+    // The newest records survive, in one unbroken run to the last; the oldest were dropped.
+    // Only one batch (10 records) may be older: the batch the runner was cutting or sending
+    // when the budget filled is not dropped (it goes back to the head of the queue if its
+    // delivery fails, and is dropped from there only by a later offer).
     assert_eq!(got.last(), Some(&(n - 1)));
-    assert!(!got.contains(&0));
+    let newest = got
+        .iter()
+        .rev()
+        .zip((0..n).rev())
+        .take_while(|(got, want)| **got == *want)
+        .count();
+    assert!(got.len() - newest <= 10, "{got:?}");
+    assert!(newest < 100, "no more than the budget holds: {got:?}");
     assert_eq!(
         got.len() as u64 + counters.dropped.load(Ordering::Relaxed),
         n
