@@ -83,62 +83,72 @@ async fn read_owned(stream: &mut TcpStream, room: usize, wait: Duration) -> Read
 }
 
 /// Serves an admitted connection to the end.
-pub async fn serve(
+#[allow(clippy::manual_async_fn)] // ok: an async fn would keep its arguments twice, see below
+pub fn serve(
     worker: Rc<Worker>,
     mut stream: TcpStream,
     peer: SocketAddr,
     syn: Option<SynFacts>,
     id: ConnId,
-) {
-    let started = SystemTime::now();
-    let accepted_at = Instant::now();
-    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-    let (destination, original) = match super::sys::original_destination(&stream, peer.is_ipv4()) {
-        Some(d) => (d, true),
-        None => (stream.local_addr().unwrap_or(peer), false),
-    };
-    let destination = SocketAddr::new(destination.ip().to_canonical(), destination.port());
-    let engine = &worker.shared.engine;
-    let first = if engine.ports.get(destination.port()).is_some() {
-        // A responder is configured for this port (it may greet): the engine starts now.
-        worker.registry.borrow_mut().first_wait_over(id);
-        None
-    } else {
-        let first = match stream.read_managed(engine.max_payload_bytes).await {
-            Ok(Some(buf)) if !buf.is_empty() => ReadOutcome::Pooled(buf),
-            Ok(_) if worker.registry.borrow_mut().first_wait_timed_out(id) => ReadOutcome::TimedOut,
-            Ok(_) => ReadOutcome::Eof,
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => ReadOutcome::NoBuffer,
-            Err(_) => ReadOutcome::Reset,
+) -> impl Future<Output = ()> {
+    // An async block rather than an async fn: an async fn keeps its arguments twice in the
+    // future (once as captured, once as locals), and this future is what an idle connection
+    // holds (the SYN facts alone are ~90 bytes).
+    async move {
+        let started = SystemTime::now();
+        let accepted_at = Instant::now();
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let (destination, original) =
+            match super::sys::original_destination(&stream, peer.is_ipv4()) {
+                Some(d) => (d, true),
+                None => (stream.local_addr().unwrap_or(peer), false),
+            };
+        let destination = SocketAddr::new(destination.ip().to_canonical(), destination.port());
+        let engine = &worker.shared.engine;
+        let first = if engine.ports.get(destination.port()).is_some() {
+            // A responder is configured for this port (it may greet): the engine starts now.
+            worker.registry.borrow_mut().first_wait_over(id);
+            None
+        } else {
+            let first = match stream.read_managed(engine.max_payload_bytes).await {
+                Ok(Some(buf)) if !buf.is_empty() => ReadOutcome::Pooled(buf),
+                Ok(_) if worker.registry.borrow_mut().first_wait_timed_out(id) => {
+                    ReadOutcome::TimedOut
+                }
+                Ok(_) => ReadOutcome::Eof,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => ReadOutcome::NoBuffer,
+                Err(_) => ReadOutcome::Reset,
+            };
+            worker.registry.borrow_mut().first_wait_over(id);
+            Some(first)
         };
-        worker.registry.borrow_mut().first_wait_over(id);
-        Some(first)
-    };
-    let (event_id, random) = {
-        let mut ids = worker.ids.borrow_mut();
-        (ids.next_id(), ids.next_u64())
-    };
-    worker.shared.summaries.accepted(
-        peer.ip(),
-        destination.port(),
-        syn.as_ref().map(syn_key).as_ref().map(|k| k.as_str()),
-        accepted_at,
-    );
-    let accepted = Accepted {
-        source: peer,
-        destination,
-        original_destination: original,
-        event_id,
-        random,
-        started,
-        syn,
-    };
-    let stream = Box::pin(drive(worker.clone(), stream, accepted, accepted_at, first)).await;
-    // Out of the registry before the fd is closed (the drain shuts down registered fds).
-    worker.connection_closed(id);
-    // Closed in the ring rather than by a close(2) of its own; a protocol end or cap gets a
-    // plain FIN, which is what a server would do.
-    let _ = stream.close().await;
+        let (event_id, random) = {
+            let mut ids = worker.ids.borrow_mut();
+            (ids.next_id(), ids.next_u64())
+        };
+        worker.shared.summaries.accepted(
+            peer.ip(),
+            destination.port(),
+            syn.as_ref().map(syn_key).as_ref().map(|k| k.as_str()),
+            accepted_at,
+        );
+        let accepted = Accepted {
+            source: peer,
+            destination,
+            original_destination: original,
+            event_id,
+            random,
+            started,
+            syn,
+        };
+        let stream = Box::pin(drive(worker.clone(), stream, accepted, accepted_at, first)).await;
+        // Out of the registry before the fd is closed (the drain shuts down registered fds).
+        worker.connection_closed(id);
+        // A protocol end or cap gets a plain FIN, which is what a server would do.
+        if worker.close_in_ring {
+            let _ = stream.close().await;
+        }
+    }
 }
 
 /// The client's SYN headers, read at admission: they name the client too, which saves the

@@ -46,6 +46,9 @@ pub struct Worker {
     /// Live connections and the deadlines of their first wait.
     pub registry: RefCell<Registry>,
     stop: StopSignal,
+    /// Sockets are closed in the ring (io_uring); the poll driver would hand an async close
+    /// to its blocking thread pool, so there a socket is closed by close(2) on drop.
+    pub close_in_ring: bool,
 }
 
 impl Worker {
@@ -178,6 +181,7 @@ pub fn run(
     index: usize,
 ) -> io::Result<()> {
     let runtime = build_runtime(shared.driver, &shared.cfg.io_uring_taskrun)?;
+    let close_in_ring = runtime.driver_type() == DriverType::IoUring;
     if index == 0 {
         let driver = match runtime.driver_type() {
             DriverType::IoUring => "io_uring",
@@ -203,6 +207,7 @@ pub fn run(
             )),
             registry: RefCell::new(Registry::new()),
             stop: StopSignal::default(),
+            close_in_ring,
             shared: shared.clone(),
         });
         let ticker = compio::runtime::spawn(tick(worker.clone()));
