@@ -5,6 +5,7 @@
 #   sudo TLS=1 benches/flood/run.sh               (adds the TLS section, TLS_COUNT connections)
 #   sudo TLS=only benches/flood/run.sh            (the TLS section alone)
 #   sudo SOURCES=16 benches/flood/run.sh          (all connections from 16 source addresses)
+#   sudo ROUNDS=3 benches/flood/run.sh            (the sensors take turns 3 times; medians)
 #   sudo VARIANTS="defer off poll nosyn" benches/flood/run.sh
 #                                                 (spip's setups besides the default, same run:
 #                                                 io_uring_taskrun = defer|off, io_driver = poll,
@@ -128,13 +129,19 @@ flood() { # sensor mode
     cps=$(sed 's/.*"conns_per_s":\([0-9]*\).*/\1/' <<<"$out")
     us=$(awk -v a="$after" -v b="$before" -v t="$TCK" -v n="$completed" 'BEGIN { printf "%.1f", (a - b) * 1e6 / t / n }')
     rec1=$(lines "$WORK/records.jsonl")
-    RESULT[$sensor,$mode,us]=$us
-    RESULT[$sensor,$mode,worker_us]=$(awk -v a="$wafter" -v b="$wbefore" -v t="$TCK" -v n="$completed" \
-        'BEGIN { printf "%.1f", (a - b) * 1e6 / t / n }')
-    RESULT[$sensor,$mode,cps]=$cps
-    RESULT[$sensor,$mode,completed]=$completed
-    RESULT[$sensor,$mode,records]=$((rec1 - rec0))
+    # Each round's figures; the report shows the median over the rounds.
+    RESULT[$sensor,$mode,us_all]+="$us "
+    RESULT[$sensor,$mode,worker_us_all]+="$(awk -v a="$wafter" -v b="$wbefore" -v t="$TCK" -v n="$completed" \
+        'BEGIN { printf "%.1f", (a - b) * 1e6 / t / n }') "
+    RESULT[$sensor,$mode,cps_all]+="$cps "
+    RESULT[$sensor,$mode,us]=$(median ${RESULT[$sensor,$mode,us_all]})
+    RESULT[$sensor,$mode,worker_us]=$(median ${RESULT[$sensor,$mode,worker_us_all]})
+    RESULT[$sensor,$mode,cps]=$(median ${RESULT[$sensor,$mode,cps_all]})
+    RESULT[$sensor,$mode,completed]=$(( ${RESULT[$sensor,$mode,completed]:-0} + completed ))
+    RESULT[$sensor,$mode,records]=$(( ${RESULT[$sensor,$mode,records]:-0} + rec1 - rec0 ))
 }
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 hold() { # sensor
     local sensor=$1 base during held
@@ -213,13 +220,18 @@ for v in $VARIANTS; do
     { cat "$WORK/spip.toml"; echo "$line"; } > "$WORK/spip-$v.toml"
 done
 spip_variants=$(for v in $VARIANTS; do printf 'spip-%s ' "$v"; done)
+# ROUNDS > 1: the sensors take turns ROUNDS times (noisy shared cores drift between runs); the
+# report shows each figure's median.
+ROUNDS=${ROUNDS:-1}
+rm -f "$WORK/records-spip.jsonl"
+for round in $(seq "$ROUNDS"); do
 for sensor in baseline spip $spip_variants; do
     start_sensor $sensor
     # Hold first, on a fresh process (after a warm-up that initializes the buffer pools):
     # memory freed by a flood would otherwise be reused and hide the per-connection cost.
     ip netns exec "$NS" "$BIN/examples/flood_loadgen" --mode payload --count 500 --concurrency 4 >/dev/null
     sleep 0.5
-    if [ "$sensor" = baseline ] || [ "$sensor" = spip ]; then hold $sensor; fi
+    if [ "$round" = 1 ] && { [ "$sensor" = baseline ] || [ "$sensor" = spip ]; }; then hold $sensor; fi
     # Steady state: one unmeasured flood from every source first, so that tables that live as
     # long as the sensor (the per-source scan summaries: 16,384 sources) are already in memory.
     ip netns exec "$NS" "$BIN/examples/flood_loadgen" --mode empty --count "${WARM_COUNT:-20000}" \
@@ -229,8 +241,9 @@ for sensor in baseline spip $spip_variants; do
     flood $sensor payload
     stop_sensor
     # Only the default spip's records count for the loss check below.
-    [ "$sensor" = spip ] && cp "$WORK/records.jsonl" "$WORK/records-spip.jsonl"
+    [ "$sensor" = spip ] && cat "$WORK/records.jsonl" >> "$WORK/records-spip.jsonl"
     rm -f "$WORK/records.jsonl"
+done
 done
 
 # All sinks on: the same payload flood, records also shipped to a Loom stand-in, an
@@ -277,7 +290,7 @@ shipped=$(cat "$WORK/loom.count" 2>/dev/null || echo 0)
 indexed=$(cat "$WORK/es.count" 2>/dev/null || echo 0)
 
 printf '\n%-11s %-8s %12s %10s %12s %12s\n' sensor mode "cpu_us/conn" "conns/s" completed records
-echo "(sources: $SOURCES; spip = io_uring with the default io_uring_taskrun)"
+echo "(sources: $SOURCES; spip = io_uring with the default io_uring_taskrun; each figure the median of $ROUNDS rounds)"
 for mode in empty payload; do
     for sensor in baseline spip $spip_variants; do
         rec=${RESULT[$sensor,$mode,records]}; [ $sensor = baseline ] && rec=-
@@ -293,7 +306,7 @@ for sensor in baseline spip; do
     printf '%-9s hold     %s bytes RSS per idle connection (%s held)\n' $sensor \
         "${RESULT[$sensor,hold,bytes]}" "${RESULT[$sensor,hold,held]}"
 done
-lost=$(( RESULT[spip,empty,completed] + RESULT[spip,payload,completed] + RESULT[spip,hold,held] + 500 + ${WARM_COUNT:-20000} ))
+lost=$(( RESULT[spip,empty,completed] + RESULT[spip,payload,completed] + RESULT[spip,hold,held] + (500 + ${WARM_COUNT:-20000}) * ROUNDS ))
 total=$main_total
 echo "spip records: $total written for $lost connections completed (lost: $((lost - total)))"
 echo "spip worker-thread CPU (capture only): empty ${RESULT[spip,empty,worker_us]} us/conn, payload ${RESULT[spip,payload,worker_us]} us/conn"
