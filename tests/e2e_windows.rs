@@ -184,22 +184,32 @@ fn xfreerdp_tls_and_standard_security_record_the_client_core() {
     }
 }
 
-fn nmap_rdp_ntlm_info_reads_our_challenge() {
-    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
-    let sensor = Sensor::start(&ns, "banner_hostname = \"fileserver01\"");
+/// Runs one nmap script against `port`; returns its output and today's date (`YYYY-MM-DD`, as
+/// nmap prints times) read before and after.
+fn nmap_script(ns: &Netns, port: &str, script: &str) -> (String, String, String) {
     let before = utc_today("%Y-%m-%d");
     let out = ns.run(&[
         "nmap",
         "-Pn",
         "-n",
         "-p",
-        "3389",
+        port,
         "--script",
-        "rdp-ntlm-info",
+        script,
         "127.0.0.1",
     ]);
     let after = utc_today("%Y-%m-%d");
-    let scan = String::from_utf8_lossy(&out.stdout);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        before,
+        after,
+    )
+}
+
+fn nmap_rdp_ntlm_info_reads_our_challenge() {
+    let ns = Netns::sensor_host(SENSOR_PORT, &[]);
+    let sensor = Sensor::start(&ns, "banner_hostname = \"fileserver01\"");
+    let (scan, before, after) = nmap_script(&ns, "3389", "rdp-ntlm-info");
     // The CHALLENGE's MsvAvTimestamp: our clock, as Windows sends it.
     assert!(
         shows_date(&scan, "System_Time: ", &before, &after),
@@ -249,19 +259,7 @@ fn nmap_names_the_services_and_smb_protocols_runs() {
 fn nmap_smb2_time_reads_our_clock() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let sensor = Sensor::start(&ns, "");
-    let before = utc_today("%Y-%m-%d");
-    let out = ns.run(&[
-        "nmap",
-        "-Pn",
-        "-n",
-        "-p",
-        "445",
-        "--script",
-        "smb2-time",
-        "127.0.0.1",
-    ]);
-    let after = utc_today("%Y-%m-%d");
-    let scan = String::from_utf8_lossy(&out.stdout);
+    let (scan, before, after) = nmap_script(&ns, "445", "smb2-time");
     // SystemTime is now; ServerStartTime zero, which nmap prints as N/A (as for Windows 10+).
     assert!(shows_date(&scan, "  date: ", &before, &after), "{scan}");
     assert!(scan.contains("start_date: N/A"), "{scan}");
