@@ -240,21 +240,7 @@ mod tests {
 
     #[test]
     fn ssh_payload() {
-        let lists: [&[u8]; 10] = [
-            b"curve25519-sha256,ext-info-c",
-            b"ssh-ed25519",
-            b"aes128-ctr",
-            b"aes128-ctr",
-            b"hmac-sha2-256",
-            b"hmac-sha2-256",
-            b"none",
-            b"none",
-            b"",
-            b"",
-        ];
-        let mut s = b"SSH-2.0-OpenSSH_9.6\r\n".to_vec();
-        let pkt = crate::proto::ssh::build_packet(&crate::proto::ssh::build_kexinit(&lists));
-        s.extend_from_slice(&pkt);
+        let s = crate::proto::ssh::openssh_client_stream(b"curve25519-sha256,ext-info-c");
         let j = json(&s);
         assert_eq!(j["network"]["protocol"], "ssh");
         let algos = "curve25519-sha256,ext-info-c;aes128-ctr;hmac-sha2-256;none";
@@ -267,7 +253,8 @@ mod tests {
         };
         assert_eq!(j["ssh"]["client"]["hash"]["hassh"], md5.as_str());
         // The KEXINIT packet alone (a later turn) also yields the HASSH.
-        let j = json(&pkt);
+        let banner_len = b"SSH-2.0-OpenSSH_9.6\r\n".len();
+        let j = json(&s[banner_len..]);
         assert_eq!(j["ssh"]["client"]["hash"]["hassh"], md5.as_str());
         assert_eq!(j["network"]["protocol"], "ssh");
     }

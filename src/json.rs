@@ -114,25 +114,14 @@ impl<'b> JsonWriter<'b> {
         key: &[u8],
         parts: I,
     ) {
-        let bit = 1u64 << (self.depth & 63);
-        if self.has_member & bit != 0 {
-            self.buf.push(b',');
-        }
-        self.has_member |= bit;
-        let mut lower = [0u8; 256];
-        let n = key.len().min(lower.len());
-        for (d, s) in lower.iter_mut().zip(&key[..n]) {
-            *d = s.to_ascii_lowercase();
-        }
-        write_json_string(self.buf, &lower[..n]);
-        self.buf.extend_from_slice(b":\"");
-        for (i, part) in parts.into_iter().enumerate() {
-            if i > 0 {
-                self.buf.extend_from_slice(b", ");
+        self.member_lower_key(key, |buf| {
+            for (i, part) in parts.into_iter().enumerate() {
+                if i > 0 {
+                    buf.extend_from_slice(b", ");
+                }
+                write_json_string_content(buf, part);
             }
-            write_json_string_content(self.buf, part);
-        }
-        self.buf.push(b'"');
+        });
     }
 
     /// A member whose key comes from the network (already cut to length): lower-cased and

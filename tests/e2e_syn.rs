@@ -11,6 +11,13 @@ use std::time::Duration;
 
 const SECS5: Duration = Duration::from_secs(5);
 
+/// One `curl` GET to `port` (through the redirect), and its record.
+fn get_and_record(ns: &Netns, sensor: &Sensor, port: u16) -> serde_json::Value {
+    let url = format!("http://127.0.0.1:{port}/");
+    ns.run(&["curl", "-sS", "-m", "20", "-o", "/dev/null", &url]);
+    sensor.record_to(port)
+}
+
 fn curl_syns_are_recorded_over_ipv4_and_ipv6() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let mut sensor = Sensor::start(&ns, "");
@@ -91,16 +98,7 @@ fn nmap_connect_scan_gets_syn_facts_and_hping3_syn_leaves_none() {
         assert!(r["spip"]["syn"]["ttl"].as_u64().is_some(), "{r}");
     }
     // A last connection proves the sensor is still serving, then nothing on 9206.
-    ns.run(&[
-        "curl",
-        "-sS",
-        "-m",
-        "20",
-        "-o",
-        "/dev/null",
-        "http://127.0.0.1:9207/",
-    ]);
-    sensor.record_to(9207);
+    get_and_record(&ns, &sensor, 9207);
     assert!(with_dport(&sensor.records(), 9206).is_empty());
     let (code, _) = sensor.stop();
     assert_eq!(code, 0);
@@ -110,16 +108,7 @@ fn nmap_connect_scan_gets_syn_facts_and_hping3_syn_leaves_none() {
 fn save_syn_off_records_no_syn_facts() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     let mut sensor = Sensor::start(&ns, "save_syn = false");
-    ns.run(&[
-        "curl",
-        "-sS",
-        "-m",
-        "20",
-        "-o",
-        "/dev/null",
-        "http://127.0.0.1:9208/",
-    ]);
-    let r = sensor.record_to(9208);
+    let r = get_and_record(&ns, &sensor, 9208);
     assert!(r["spip"].get("syn").is_none(), "{r}");
     let (code, stderr) = sensor.stop();
     assert_eq!(code, 0);
@@ -132,16 +121,7 @@ fn syn_cookies_are_counted_as_not_saved() {
     let ns = Netns::sensor_host(SENSOR_PORT, &[]);
     ns.run(&["sysctl", "-qw", "net.ipv4.tcp_syncookies=2"]);
     let mut sensor = Sensor::start(&ns, "");
-    ns.run(&[
-        "curl",
-        "-sS",
-        "-m",
-        "20",
-        "-o",
-        "/dev/null",
-        "http://127.0.0.1:9209/",
-    ]);
-    let r = sensor.record_to(9209);
+    let r = get_and_record(&ns, &sensor, 9209);
     assert!(r["spip"].get("syn").is_none(), "{r}");
     let (code, stderr) = sensor.stop();
     assert_eq!(code, 0);

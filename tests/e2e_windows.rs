@@ -40,9 +40,7 @@ fn smbclient_user_and_netntlmv2_are_recorded() {
         "CORP/alice%Secret1",
     ]);
     assert!(out.contains("NT_STATUS_LOGON_FAILURE"), "{out}");
-    let r = sensor
-        .find_record(445, |r| r["user"]["name"] == "alice")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let r = sensor.record_where(445, |r| r["user"]["name"] == "alice");
     assert_eq!(r["user"]["domain"], "CORP");
     assert_eq!(r["network"]["protocol"], "smb");
     assert_eq!(r["spip"]["smb"]["command"], "session_setup");
@@ -64,9 +62,7 @@ fn smbclient_on_139_speaks_netbios_first() {
         "bob%pw",
     ]);
     assert!(out.contains("NT_STATUS_LOGON_FAILURE"), "{out}");
-    sensor
-        .find_record(139, |r| r["user"]["name"] == "bob")
-        .unwrap_or_else(|e| panic!("{e}"));
+    sensor.record_where(139, |r| r["user"]["name"] == "bob");
 }
 
 fn tsql_login_and_password_are_recorded() {
@@ -86,9 +82,7 @@ fn tsql_login_and_password_are_recorded() {
         "hunter2",
     ]);
     assert!(out.contains("Login failed for user 'sa'"), "{out}");
-    let r = sensor
-        .find_record(1433, |r| r["user"]["name"] == "sa")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let r = sensor.record_where(1433, |r| r["user"]["name"] == "sa");
     assert_eq!(r["network"]["protocol"], "mssql");
     assert_eq!(r["spip"]["mssql"]["password"], "hunter2");
     assert_eq!(r["spip"]["mssql"]["app_name"], "TSQL");
@@ -110,9 +104,7 @@ fn tsql_windows_login_yields_ntlm() {
         "-P",
         "pw",
     ]);
-    let r = sensor
-        .find_record(1433, |r| r["user"]["name"] == "bob")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let r = sensor.record_where(1433, |r| r["user"]["name"] == "bob");
     assert_eq!(r["user"]["domain"], "CORP");
     assert!(
         r["spip"]["ntlm"]["hashcat"]
@@ -155,11 +147,9 @@ fn xfreerdp_nla_yields_user_domain_and_netntlmv2() {
     // Refused as Windows refuses it: CredSSP's errorCode STATUS_LOGON_FAILURE.
     assert!(out.contains("LOGON_FAILURE"), "{out}");
     // The Connection Request before TLS: the cookie and CredSSP asked for.
-    let cr = sensor
-        .find_record(3389, |r| {
-            r["spip"]["rdp"]["message"] == "connection_request"
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+    let cr = sensor.record_where(3389, |r| {
+        r["spip"]["rdp"]["message"] == "connection_request"
+    });
     assert_eq!(cr["spip"]["rdp"]["cookie"], "mstshash=rdpuser");
 }
 
@@ -222,9 +212,7 @@ fn nmap_rdp_ntlm_info_reads_our_challenge() {
     );
     assert!(scan.contains("DNS_Computer_Name: fileserver01"), "{scan}");
     assert!(scan.contains("Product_Version: 10.0.17763"), "{scan}");
-    let r = sensor
-        .find_record(3389, |r| r["spip"]["ntlm"]["message"] == "negotiate")
-        .unwrap_or_else(|e| panic!("{e}"));
+    let r = sensor.record_where(3389, |r| r["spip"]["ntlm"]["message"] == "negotiate");
     assert_eq!(r["spip"]["rdp"]["credssp_version"], 96);
 }
 
@@ -251,9 +239,7 @@ fn nmap_names_the_services_and_smb_protocols_runs() {
     assert!(scan.contains("3389/tcp open  ms-wbt-server"), "{scan}");
     // smb-protocols lists the dialects we negotiate (SMB1 is off, as on Windows since 2017).
     assert!(scan.contains("|_    311"), "{scan}");
-    sensor
-        .find_record(445, |r| r["spip"]["smb"]["command"] == "negotiate")
-        .unwrap_or_else(|e| panic!("{e}"));
+    sensor.record_where(445, |r| r["spip"]["smb"]["command"] == "negotiate");
 }
 
 fn nmap_smb2_time_reads_our_clock() {
@@ -263,9 +249,7 @@ fn nmap_smb2_time_reads_our_clock() {
     // SystemTime is now; ServerStartTime zero, which nmap prints as N/A (as for Windows 10+).
     assert!(shows_date(&scan, "  date: ", &before, &after), "{scan}");
     assert!(scan.contains("start_date: N/A"), "{scan}");
-    sensor
-        .find_record(445, |r| r["spip"]["smb"]["command"] == "negotiate")
-        .unwrap_or_else(|e| panic!("{e}"));
+    sensor.record_where(445, |r| r["spip"]["smb"]["command"] == "negotiate");
 }
 
 common::test_main! {

@@ -4,7 +4,8 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(c) = spip::config::Config::from_toml_str(text, std::path::Path::new("/etc/spip")) {
+        if let Ok(c) = spip::config::Config::from_toml_str(text, std::path::Path::new("/etc/spip"))
+        {
             let _ = c.describe();
             let _ = c.tls_mode();
         }

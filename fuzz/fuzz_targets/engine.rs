@@ -3,21 +3,25 @@
 //! random ends, plain or TLS mode, on ports with and without a greeting responder. Every record
 //! must be one valid JSON object, and what one connection writes and sends stays bounded.
 use libfuzzer_sys::fuzz_target;
-use spip::engine::{Accepted, Connection, EngineConfig, PeerClose, PortTable};
 use spip::engine::tls::TlsConfigs;
+use spip::engine::{Accepted, Connection, EngineConfig, PeerClose, PortTable};
 use spip::protocols::Settings;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
-const PORTS: [u16; 16] = [80, 22, 9999, 443, 25, 21, 23, 110, 143, 3306, 5432, 6379, 445, 1433, 3389, 5900];
+const PORTS: [u16; 16] = [
+    80, 22, 9999, 443, 25, 21, 23, 110, 143, 3306, 5432, 6379, 445, 1433, 3389, 5900,
+];
 const MAX_RECORDS: u32 = 20;
 const MAX_RECORD_BYTES: usize = 256 * 1024;
 const PAYLOAD_CAP: usize = 16 * 1024;
 
 fn config(tls: bool) -> EngineConfig {
     static TLS: OnceLock<TlsConfigs> = OnceLock::new();
-    let certificate =
-        || TLS.get_or_init(|| TlsConfigs::self_signed("fuzz").expect("self-signed certificate")).clone();
+    let certificate = || {
+        TLS.get_or_init(|| TlsConfigs::self_signed("fuzz").expect("self-signed certificate"))
+            .clone()
+    };
     EngineConfig {
         sensor_name: "fuzz".into(),
         community_id_seed: 0,
@@ -75,8 +79,12 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             _ => {
-                let how = [PeerClose::Eof, PeerClose::Reset, PeerClose::Shutdown, PeerClose::WriteError]
-                    [usize::from(op & 3)];
+                let how = [
+                    PeerClose::Eof,
+                    PeerClose::Reset,
+                    PeerClose::Shutdown,
+                    PeerClose::WriteError,
+                ][usize::from(op & 3)];
                 conn.handle_close(&cfg, how, now, &mut records);
             }
         }
@@ -100,6 +108,12 @@ fuzz_target!(|data: &[u8]| {
     assert!(count >= 1, "every connection yields a record");
     assert!(count <= MAX_RECORDS as usize, "{count} records");
     // The budget is checked before each record; the last one may carry up to the payload cap.
-    assert!(bytes <= MAX_RECORD_BYTES + 16 * PAYLOAD_CAP + 64 * 1024, "{bytes} record bytes");
-    assert!(sent <= 64 * 1024 + MAX_RECORDS as usize * 4096, "{sent} bytes sent");
+    assert!(
+        bytes <= MAX_RECORD_BYTES + 16 * PAYLOAD_CAP + 64 * 1024,
+        "{bytes} record bytes"
+    );
+    assert!(
+        sent <= 64 * 1024 + MAX_RECORDS as usize * 4096,
+        "{sent} bytes sent"
+    );
 });

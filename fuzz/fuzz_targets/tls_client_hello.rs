@@ -8,7 +8,10 @@ fuzz_target!(|data: &[u8]| {
     let status = tls::client_hello_status(data);
     let mut scratch = tls::HelloBuf::new();
     let msg = tls::reassemble(data, &mut scratch);
-    assert_eq!(msg.is_some(), matches!(status, tls::HelloStatus::Complete { .. }));
+    assert_eq!(
+        msg.is_some(),
+        matches!(status, tls::HelloStatus::Complete { .. })
+    );
     if let Some(c) = fingerprint::tls_client(data) {
         assert!(c.records_len <= data.len());
         let mut out = Vec::new();

@@ -288,6 +288,26 @@ pub(crate) fn build_packet(payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// An OpenSSH 9.6 client's first flight (banner, then KEXINIT) offering `kex` (test helper).
+#[cfg(test)]
+pub(crate) fn openssh_client_stream(kex: &[u8]) -> Vec<u8> {
+    let lists: [&[u8]; 10] = [
+        kex,
+        b"ssh-ed25519",
+        b"aes128-ctr",
+        b"aes128-ctr",
+        b"hmac-sha2-256",
+        b"hmac-sha2-256",
+        b"none",
+        b"none",
+        b"",
+        b"",
+    ];
+    let mut s = b"SSH-2.0-OpenSSH_9.6\r\n".to_vec();
+    s.extend_from_slice(&build_packet(&build_kexinit(&lists)));
+    s
+}
+
 /// Builds a KEXINIT payload from 10 name-lists (test helper).
 #[cfg(test)]
 pub(crate) fn build_kexinit(lists: &[&[u8]; 10]) -> Vec<u8> {

@@ -1244,25 +1244,7 @@ mod tests {
 
     #[test]
     fn templates_map_every_field_spip_writes() {
-        let ssh = {
-            let lists: [&[u8]; 10] = [
-                b"curve25519-sha256",
-                b"ssh-ed25519",
-                b"aes128-ctr",
-                b"aes128-ctr",
-                b"hmac-sha2-256",
-                b"hmac-sha2-256",
-                b"none",
-                b"none",
-                b"",
-                b"",
-            ];
-            let mut s = b"SSH-2.0-OpenSSH_9.6\r\n".to_vec();
-            s.extend_from_slice(&crate::proto::ssh::build_packet(
-                &crate::proto::ssh::build_kexinit(&lists),
-            ));
-            s
-        };
+        let ssh = crate::proto::ssh::openssh_client_stream(b"curve25519-sha256");
         let http = b"POST /a?b=c HTTP/1.1\r\nHost: h:81\r\nUser-Agent: u\r\nX-Random-1: v\r\n\
                      Content-Length: 2\r\n\r\nhi";
         // The connection's fields, then what each payload adds (`inspect` writes a turn's

@@ -502,10 +502,16 @@ impl Sensor {
         with_dport(&self.records(), port)
     }
 
+    /// The first record to `port` that satisfies `found`, waiting for it (panics with the
+    /// records seen when none comes).
+    pub fn record_where(&self, port: u16, found: impl Fn(&Value) -> bool) -> Value {
+        self.find_record(port, found)
+            .unwrap_or_else(|seen| panic!("no such record to port {port}: {seen}"))
+    }
+
     /// The first record to `port` (of a test's only connection to it), waiting for it.
     pub fn record_to(&self, port: u16) -> Value {
-        self.find_record(port, |_| true)
-            .unwrap_or_else(|seen| panic!("no record to port {port}: {seen}"))
+        self.record_where(port, |_| true)
     }
 
     /// The records to `port` once there are at least `n` (panics when they do not come).
